@@ -1,0 +1,81 @@
+"""One pass of predictions over an evaluation split, every model through its own eval transform."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data import MultiViewDataset
+from .models import Preprocessing
+
+
+def build_eval_views(preprocessings: Sequence[Preprocessing]) -> tuple[MultiViewDataset | None, list[int]]:
+    """Deduplicate eval transforms: returns the (mode, transform) views and each model's view index."""
+    keys: list[Preprocessing] = []
+    index = []
+    for p in preprocessings:
+        if p not in keys:
+            keys.append(p)
+        index.append(keys.index(p))
+    views = [(p.image_mode, p.eval_transform()) for p in keys]
+    return views, index
+
+
+@torch.no_grad()
+def predict(
+        models: Sequence[torch.nn.Module],
+        preprocessings: Sequence[Preprocessing],
+        dataset,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        accelerator=None,
+        desc: str = 'eval',
+        progress: bool = True,
+        label_perms: Sequence[torch.Tensor | None] | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Return per-model predicted class ids [N] and the targets [N] for the whole split.
+
+    With an Accelerate ``accelerator`` the loader is sharded across processes and the
+    predictions are gathered with ``gather_for_metrics`` (which drops the samples the
+    sampler repeated to even out the shards), so every process gets the full arrays.
+    ``label_perms[i]`` reorders model i's logits into the reference class order.
+    """
+    from tqdm.auto import tqdm
+    views, view_index = build_eval_views(preprocessings)
+    ds = MultiViewDataset(dataset, views)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = torch.device('cpu')
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+        device = accelerator.device
+    is_main = accelerator is None or accelerator.is_main_process
+    label_perms = label_perms or [None] * len(models)
+    preds: list[list[torch.Tensor]] = [[] for _ in models]
+    targets: list[torch.Tensor] = []
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    autocast = accelerator.autocast() if accelerator is not None else torch.autocast('cpu', enabled=False)
+    for views_batch, target in tqdm(loader, desc=desc, disable=not (progress and is_main), leave=False):
+        batch_preds = []
+        with autocast:
+            for i, model in enumerate(models):
+                logits = model(views_batch[view_index[i]].to(device))
+                if label_perms[i] is not None:
+                    logits = logits[:, label_perms[i].to(logits.device)]
+                batch_preds.append(logits.argmax(-1))
+        target = target.to(device)
+        if accelerator is not None:
+            gathered = accelerator.gather_for_metrics((tuple(batch_preds), target))
+            batch_preds, target = gathered
+        for i, p in enumerate(batch_preds):
+            preds[i].append(p.cpu())
+        targets.append(target.cpu())
+    for m, t in zip(models, was_training):
+        m.train(t)
+    return [torch.cat(p) for p in preds], torch.cat(targets)
+
+
+def top1(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return 100.0 * (pred == target).float().mean().item()

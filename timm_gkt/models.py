@@ -1,0 +1,252 @@
+"""Resolve students and teachers, describe their preprocessing, check label spaces.
+
+Every model is created through ``timm.create_model`` with its OWN class count and
+channels (never timm's distillation helper, which forces the student's ``num_classes``
+and ``in_chans`` on the teacher and so silently re-initialises its head and stem).
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_logger = logging.getLogger(__name__)
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved (unknown name, missing folder)."""
+
+
+class LabelSpaceError(ValueError):
+    """Student and teacher (or dataset) predict different label spaces."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects as input, from its pretrained config."""
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = 'bilinear'
+    crop_pct: float = 1.0
+    crop_mode: str = 'center'
+
+    @property
+    def in_chans(self) -> int:
+        return self.input_size[0]
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> 'Preprocessing':
+        from timm.data import resolve_model_data_config
+        cfg = resolve_model_data_config(model)
+        chans = cfg['input_size'][0]
+        mean, std = tuple(cfg['mean']), tuple(cfg['std'])
+        # timm configs sometimes keep a 3-value mean for 1-channel models; one value per channel is what counts
+        if len(mean) != chans:
+            mean = tuple(mean[:1]) * chans if chans == 1 or len(mean) == 1 else mean
+        if len(std) != chans:
+            std = tuple(std[:1]) * chans if chans == 1 or len(std) == 1 else std
+        return cls(
+            input_size=tuple(cfg['input_size']),
+            mean=mean,
+            std=std,
+            interpolation=cfg.get('interpolation', 'bilinear'),
+            crop_pct=float(cfg.get('crop_pct', 1.0)),
+            crop_mode=cfg.get('crop_mode', 'center') or 'center',
+        )
+
+    def eval_transform(self):
+        from timm.data import create_transform
+        return create_transform(
+            input_size=self.input_size,
+            is_training=False,
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            crop_mode=self.crop_mode,
+        )
+
+    @property
+    def image_mode(self) -> str:
+        from .data import image_mode_for_channels
+        return image_mode_for_channels(self.in_chans)
+
+
+@dataclass
+class ResolvedModel:
+    """A created model with what the rest of timm_gkt needs to know about it."""
+    spec: str
+    model: nn.Module
+    preprocessing: Preprocessing
+    label_names: tuple[str, ...] | None
+    source: str
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def name(self) -> str:
+        return short_name(self.spec)
+
+
+def short_name(spec: str) -> str:
+    """A readable name for tables: the folder or repo name, or the timm name."""
+    if spec.startswith('local-dir:'):
+        return Path(spec[len('local-dir:'):]).name or spec
+    if spec.startswith('hf-hub:'):
+        return spec[len('hf-hub:'):].split('@')[0]
+    return spec
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise ModelSpecError (one sentence naming the fix) for a spec that cannot resolve."""
+    import timm
+    if spec.startswith('local-dir:'):
+        path = Path(spec[len('local-dir:'):])
+        if not path.is_dir():
+            raise ModelSpecError(f'Model folder {path} does not exist; give a folder that holds config.json and model.safetensors.')
+        if not (path / 'config.json').is_file():
+            raise ModelSpecError(f'Model folder {path} has no config.json; export it with timm.models.save_for_hf or timm_gkt.')
+        return
+    if spec.startswith('hf-hub:'):
+        if not spec[len('hf-hub:'):].strip('/'):
+            raise ModelSpecError(f'{spec!r} names no repository; use hf-hub:ORG/REPO.')
+        return
+    name = spec.split('.')[0]  # tags such as resnet50.a1_in1k
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f' Did you mean {", ".join(close)}?' if close else ''
+        local_hint = f" For a folder use 'local-dir:{spec}'." if Path(spec).is_dir() else ''
+        raise ModelSpecError(f'Unknown model {spec!r}: not a timm architecture.{hint}{local_hint}')
+
+
+def model_label_names(model: nn.Module) -> tuple[str, ...] | None:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    names = cfg.get('label_names')
+    if not names:
+        return None
+    if isinstance(names, dict):  # id -> name with possible gaps
+        names = [names.get(str(i), names.get(i)) for i in range(len(names))]
+    return tuple(str(n) for n in names)
+
+
+def model_revision(model: nn.Module) -> str | None:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return cfg.get('hf_hub_revision') or cfg.get('revision') or cfg.get('tag') or None
+
+
+def source_of(spec: str) -> str:
+    if spec.startswith('local-dir:'):
+        return 'local-dir'
+    if spec.startswith('hf-hub:'):
+        return 'hf-hub'
+    return 'timm'
+
+
+def load_model(spec: str, pretrained: bool = True, checkpoint: str | None = None, **kwargs) -> ResolvedModel:
+    """Create a model from a timm name, ``hf-hub:ORG/REPO`` or ``local-dir:PATH`` with its own head."""
+    import timm
+    check_model_spec(spec)
+    model = timm.create_model(spec, pretrained=pretrained, **kwargs)
+    if checkpoint:
+        from timm.models import load_checkpoint
+        load_checkpoint(model, checkpoint)
+    model.eval()
+    return ResolvedModel(
+        spec=spec,
+        model=model,
+        preprocessing=Preprocessing.from_model(model),
+        label_names=model_label_names(model),
+        source=source_of(spec),
+        revision=model_revision(model),
+    )
+
+
+def label_permutation(
+        student_names: Sequence[str] | None,
+        teacher_names: Sequence[str] | None,
+        student_classes: int,
+        teacher_classes: int,
+        teacher: str = 'teacher',
+) -> torch.Tensor | None:
+    """Index that reorders teacher logits into the student's class order, or None when already aligned.
+
+    Different class counts, or name sets that differ, are errors: a transfer between
+    different label spaces would train on nonsense targets.
+    """
+    if student_classes != teacher_classes:
+        raise LabelSpaceError(
+            f'{teacher} predicts {teacher_classes} classes but the student predicts {student_classes}; '
+            f'use a teacher trained on the same label space (or fine-tune its head first).'
+        )
+    if not student_names or not teacher_names:
+        return None
+    if list(student_names) == list(teacher_names):
+        return None
+    index = {name: i for i, name in enumerate(teacher_names)}
+    missing = [n for n in student_names if n not in index]
+    if missing or len(index) != len(teacher_names):
+        raise LabelSpaceError(
+            f'{teacher} has other label names than the student (e.g. {missing[:3]}); '
+            f'use a teacher trained on the same classes.'
+        )
+    return torch.tensor([index[n] for n in student_names], dtype=torch.long)
+
+
+_INTERP = {'bilinear': 'bilinear', 'bicubic': 'bicubic', 'nearest': 'nearest', 'area': 'area'}
+# ITU-R 601-2 luma, the weights PIL uses for convert('L')
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class InputAdaptor(nn.Module):
+    """Turn a batch prepared for one model into what another model was trained on.
+
+    Undo the source normalisation, resize (antialiased), map channels, apply the
+    target normalisation. An adaptor between equal preprocessing is the identity.
+    """
+
+    def __init__(self, source: Preprocessing, target: Preprocessing):
+        super().__init__()
+        self.source, self.target = source, target
+        self.identity = (
+            source.input_size == target.input_size and source.mean == target.mean and source.std == target.std
+        )
+        self.register_buffer('src_mean', torch.tensor(source.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('src_std', torch.tensor(source.std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('dst_mean', torch.tensor(target.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('dst_std', torch.tensor(target.std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('luma', torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return x
+        pixels = x * self.src_std.to(x.dtype) + self.src_mean.to(x.dtype)
+        size = tuple(self.target.input_size[1:])
+        if tuple(pixels.shape[-2:]) != size:
+            mode = _INTERP.get(self.target.interpolation, 'bilinear')
+            antialias = mode in ('bilinear', 'bicubic')
+            pixels = F.interpolate(pixels, size=size, mode=mode, antialias=antialias,
+                                   **({'align_corners': False} if antialias else {}))
+        src_c, dst_c = pixels.shape[1], self.target.in_chans
+        if src_c != dst_c:
+            if src_c == 1:
+                pixels = pixels.expand(-1, dst_c, -1, -1)
+            elif src_c == 3 and dst_c == 1:
+                pixels = (pixels * self.luma.to(pixels.dtype)).sum(1, keepdim=True)
+            else:
+                raise ValueError(f'Cannot map {src_c} input channels to {dst_c}.')
+        return (pixels - self.dst_mean.to(x.dtype)) / self.dst_std.to(x.dtype)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

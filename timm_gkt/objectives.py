@@ -1,0 +1,132 @@
+"""Transfer objectives as pure tensor functions (METHOD.md, "Objectives").
+
+Logits are ``[B, C]``; ``target`` is either class ids ``[B]`` or soft targets ``[B, C]``
+(mixup/cutmix). Nothing here loops over samples.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_div_loss(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``T² · batchmean KL(σ(z_target/T) ‖ σ(z_s/T))``, log-softmax on both sides for numerical safety.
+
+    The T² factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    """
+    t = float(temperature)
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_target = F.log_softmax(target_logits.float() / t, dim=-1)
+    return F.kl_div(log_p_student, log_p_target, reduction='batchmean', log_target=True) * (t * t)
+
+
+def cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on logits for class ids or soft targets.
+
+    On *logits*: the published code applied CE to softmax outputs, which flattens the
+    gradient; METHOD.md says not to copy that.
+    """
+    logits = student_logits.float()
+    if target.dim() == 1:
+        return F.cross_entropy(logits, target)
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def xekl_loss(
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        target: torch.Tensor,
+        xe_weight: float = 0.3,
+        temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """XE-KL: ``(1 - xe_weight)·KL_T + xe_weight·CE``; the paper's λ = 1 - xe_weight = 0.7.
+
+    Returns (loss, kl part, ce part) so both parts can be logged.
+    """
+    kl = kl_div_loss(student_logits, teacher_logits, temperature)
+    ce = cross_entropy(student_logits, target)
+    return (1.0 - xe_weight) * kl + xe_weight * ce, kl, ce
+
+
+def true_class_probability(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``σ_y(z)`` per sample; with soft targets the expectation ``Σ_j y_j σ_j(z)``."""
+    probs = F.softmax(logits.float(), dim=-1)
+    if target.dim() == 1:
+        return probs.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    return (probs * target.float()).sum(dim=-1)
+
+
+def max_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``max_j σ_j(z)`` per sample: the confidence used when no labels are available."""
+    return F.softmax(logits.float(), dim=-1).amax(dim=-1)
+
+
+def route_to_teacher(
+        teacher_logits: torch.Tensor,
+        frozen_student_logits: torch.Tensor,
+        target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Data partitioning mask: True where the teacher is the target for that sample.
+
+    Supervised (``target`` given): teacher iff its true-class probability is strictly
+    higher than the frozen student's. Unsupervised (``target=None``): teacher iff its
+    maximum probability is strictly higher. Ties keep the frozen student: when in doubt,
+    keep what the student knew.
+    """
+    if target is None:
+        return max_probability(teacher_logits) > max_probability(frozen_student_logits)
+    return true_class_probability(teacher_logits, target) > true_class_probability(frozen_student_logits, target)
+
+
+def partitioned_targets(
+        teacher_logits: torch.Tensor,
+        frozen_student_logits: torch.Tensor,
+        mask: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample target logits: teacher where ``mask``, frozen student elsewhere."""
+    return torch.where(mask.unsqueeze(-1), teacher_logits.float(), frozen_student_logits.float())
+
+
+def kldp_loss(
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        frozen_student_logits: torch.Tensor,
+        target: torch.Tensor | None = None,
+        temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL+DP: ``KL_T(σ(where(mask, z_t, z_st)) ‖ σ(z_s))``, no CE term. Returns (loss, routing mask)."""
+    mask = route_to_teacher(teacher_logits, frozen_student_logits, target)
+    targets = partitioned_targets(teacher_logits, frozen_student_logits, mask)
+    return kl_div_loss(student_logits, targets, temperature), mask
+
+
+def route_among(candidate_logits: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Parallel multi-teacher routing: index of the most suitable candidate per sample.
+
+    ``candidate_logits`` is ``[K+1, B, C]`` with the frozen student at index 0 and the
+    teachers after it. Supervised: highest true-class probability; unsupervised: highest
+    maximum probability. ``argmax`` takes the first maximum, so ties keep the frozen student.
+    """
+    if target is None:
+        scores = F.softmax(candidate_logits.float(), dim=-1).amax(dim=-1)
+    else:
+        probs = F.softmax(candidate_logits.float(), dim=-1)
+        if target.dim() == 1:
+            index = target.long().view(1, -1, 1).expand(probs.shape[0], -1, 1)
+            scores = probs.gather(2, index).squeeze(2)
+        else:
+            scores = (probs * target.float().unsqueeze(0)).sum(dim=-1)
+    return scores.argmax(dim=0)
+
+
+def parallel_kldp_loss(
+        student_logits: torch.Tensor,
+        candidate_logits: torch.Tensor,
+        target: torch.Tensor | None = None,
+        temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL towards, per sample, the candidate chosen by :func:`route_among`. Returns (loss, chosen index)."""
+    choice = route_among(candidate_logits, target)
+    batch = torch.arange(candidate_logits.shape[1], device=candidate_logits.device)
+    targets = candidate_logits.float()[choice, batch]
+    return kl_div_loss(student_logits, targets, temperature), choice
