@@ -1,6 +1,7 @@
 """One pass of predictions over an evaluation split, every model through its own eval transform."""
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -47,7 +48,11 @@ def predict(
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = torch.device('cpu')
     if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+        # the module-level helper shards like Accelerator.prepare but does not register the loader,
+        # so evaluation loaders never pile up in (or get saved with) the training state
+        from accelerate.data_loader import prepare_data_loader
+        loader = prepare_data_loader(loader, device=accelerator.device, num_processes=accelerator.num_processes,
+                                     process_index=accelerator.process_index, put_on_device=True)
         device = accelerator.device
     is_main = accelerator is None or accelerator.is_main_process
     label_perms = label_perms or [None] * len(models)
@@ -56,10 +61,9 @@ def predict(
     was_training = [m.training for m in models]
     for m in models:
         m.eval()
-    autocast = accelerator.autocast() if accelerator is not None else torch.autocast('cpu', enabled=False)
     for views_batch, target in tqdm(loader, desc=desc, disable=not (progress and is_main), leave=False):
         batch_preds = []
-        with autocast:
+        with (accelerator.autocast() if accelerator is not None else contextlib.nullcontext()):
             for i, model in enumerate(models):
                 logits = model(views_batch[view_index[i]].to(device))
                 if label_perms[i] is not None:

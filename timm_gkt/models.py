@@ -142,7 +142,8 @@ def model_label_names(model: nn.Module) -> tuple[str, ...] | None:
 
 def model_revision(model: nn.Module) -> str | None:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    return cfg.get('hf_hub_revision') or cfg.get('revision') or cfg.get('tag') or None
+    # not 'tag': an architecture's default tag names weights these may not be
+    return cfg.get('hf_hub_revision') or cfg.get('revision') or None
 
 
 def source_of(spec: str) -> str:
@@ -194,8 +195,9 @@ def label_permutation(
     if list(student_names) == list(teacher_names):
         return None
     index = {name: i for i, name in enumerate(teacher_names)}
-    missing = [n for n in student_names if n not in index]
-    if missing or len(index) != len(teacher_names):
+    missing = [n for n in student_names if n not in index] + [n for n in teacher_names if n not in student_names]
+    duplicated = len(set(student_names)) != len(student_names) or len(index) != len(teacher_names)
+    if missing or duplicated:
         raise LabelSpaceError(
             f'{teacher} has other label names than the student (e.g. {missing[:3]}); '
             f'use a teacher trained on the same classes.'
@@ -250,3 +252,24 @@ class InputAdaptor(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def read_model_config(spec: str) -> dict | None:
+    """The raw config.json behind a ``local-dir:`` or ``hf-hub:`` spec (None for plain timm names).
+
+    timm keeps only what it needs from config.json; timm_gkt's own entries (the transfer
+    lineage) live beside them and are read here. For hf-hub the file is already in the
+    cache from ``create_model``, so this costs no download.
+    """
+    import json
+    if spec.startswith('local-dir:'):
+        path = Path(spec[len('local-dir:'):]) / 'config.json'
+        return json.loads(path.read_text()) if path.is_file() else None
+    if spec.startswith('hf-hub:'):
+        from huggingface_hub import hf_hub_download
+        repo, _, revision = spec[len('hf-hub:'):].partition('@')
+        try:
+            return json.loads(Path(hf_hub_download(repo, 'config.json', revision=revision or None)).read_text())
+        except Exception:  # a repo without config.json has no lineage; timm already loaded the model
+            return None
+    return None

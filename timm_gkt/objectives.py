@@ -16,7 +16,8 @@ def kl_div_loss(student_logits: torch.Tensor, target_logits: torch.Tensor, tempe
     """
     t = float(temperature)
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_target = F.log_softmax(target_logits.float() / t, dim=-1)
+    # targets are fixed points: no gradient may reach a teacher or the frozen student through them
+    log_p_target = F.log_softmax(target_logits.detach().float() / t, dim=-1)
     return F.kl_div(log_p_student, log_p_target, reduction='batchmean', log_target=True) * (t * t)
 
 
