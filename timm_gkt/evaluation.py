@@ -82,4 +82,5 @@ def predict(
 
 
 def top1(pred: torch.Tensor, target: torch.Tensor) -> float:
-    return 100.0 * (pred == target).float().mean().item()
+    from .metrics import correctness, percent
+    return percent(correctness(pred, target))

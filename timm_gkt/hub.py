@@ -238,8 +238,11 @@ def _http_status(error: BaseException) -> int | None:
 
 
 def _is_network_error(error: BaseException) -> bool:
-    import httpx2
-    return isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError))
+    try:  # huggingface_hub 2.x speaks httpx2, 1.x httpx
+        from httpx2 import TransportError
+    except ImportError:
+        from httpx import TransportError
+    return isinstance(error, (TransportError, ConnectionError, TimeoutError))
 
 
 def check_push_options(revision: str | None = None, create_pr: bool = False) -> None:
@@ -271,7 +274,7 @@ def check_push_access(
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise PushAccessError(f'{repo_id!r} is not a valid repository id; use NAMESPACE/NAME, e.g. alice/vit-gkt.') from None
+        raise PushAccessError(f'{repo_id!r} is not a valid repository id; use NAMESPACE/NAME such as alice/vit-gkt.') from None
     if '/' not in repo_id:
         raise PushAccessError(f'{repo_id!r} names no namespace; use NAMESPACE/NAME (your user name or an org).')
     token = resolve_token(token)
@@ -436,8 +439,9 @@ def push_export(
                 _sleep(delay)
                 continue
             tried = f' after {attempt} attempts' if attempt > 1 else ''
+            fix = f'{LOGIN_FIX} to {repo_id}, then ' if _http_status(e) in (401, 403) else ''
             raise PushError(f'Pushing {export_dir} to {repo_id} failed{tried} ({_describe(e)}); the local export is '
-                            f'intact, retry with: {retry}') from e
+                            f'intact, {fix}retry with: {retry}') from e
         if info.pr_url:
             _logger.info('Opened pull request %s', info.pr_url)
         return info.commit_url

@@ -18,7 +18,7 @@ def correctness(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def percent(mask: torch.Tensor) -> float:
-    return 100.0 * mask.float().mean().item() if mask.numel() else 0.0
+    return 100.0 * mask.double().mean().item() if mask.numel() else 0.0
 
 
 def positive_flips(teacher_correct: torch.Tensor, student_correct: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # retries and the pull-request URL are logged by timm_gkt.hub; show them without a logging setup
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    logging.getLogger('timm_gkt').setLevel(logging.INFO)
     code, message = push_run(
         args.run_dir, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr,
         min_delta=args.min_delta, max_p_value=args.max_p_value, force=args.force, endpoint=args.endpoint,

@@ -128,7 +128,9 @@ class XEKLMCLTask(XEKLTask):
 
     def after_optimizer_step(self, step: int) -> None:
         if step % self.interval == 0:
-            self.update_ema(step)
+            # no step argument: ModelEmaV3 treats early steps as warm-up and copies the fast weights
+            # outright (decay 0 at step 1), which would discard the initial student
+            self.update_ema()
 
     def eval_module(self) -> nn.Module:
         return self.get_trainable_module(ema=True).module

@@ -29,7 +29,7 @@ import yaml
 
 from timm_gkt import __version__
 from timm_gkt.data import DataUnavailableError, ModeDataset, create_image_dataset
-from timm_gkt.evaluation import predict
+from timm_gkt.evaluation import predict, top1
 from timm_gkt.metrics import transfer_metrics
 from timm_gkt.models import (
     LabelSpaceError, ModelSpecError, ResolvedModel, check_model_spec, label_permutation, load_model,
@@ -509,12 +509,6 @@ def write_results(run_dir: Path, export_dir: Path, results: dict, args) -> None:
         (path / 'args.yaml').write_text(yaml.safe_dump(args_dict, sort_keys=False))
 
 
-def github_summary_and_card(results, export_dir, repo_id, decision):
-    from timm_gkt import hub
-    hub.write_card(results, export_dir, repo_id)
-    hub.write_step_summary(results, decision)
-
-
 # ----------------------------------------------------------------------------- main
 
 def run(args) -> int:
@@ -531,8 +525,9 @@ def run(args) -> int:
     for spec in [args.model] + teachers_given:
         check_model_spec(spec)
     if args.push_to_hub:
-        from timm_gkt.hub import check_push_access
-        check_push_access(args.push_to_hub)
+        from timm_gkt.hub import check_push_access, check_push_options
+        check_push_options(args.hub_revision, args.hub_create_pr)
+        check_push_access(args.push_to_hub, revision=args.hub_revision, create_pr=args.hub_create_pr)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     say = accelerator.print
@@ -589,10 +584,10 @@ def run(args) -> int:
                             desc='eval before', label_perms=[None] + [t.extra['label_perm'] for t in teachers.values()])
     initial_pred = preds[0]
     teacher_preds = {spec: p for spec, p in zip(teachers, preds[1:])}
-    teacher_top1 = {spec: 100.0 * (p == target).float().mean().item() for spec, p in teacher_preds.items()}
+    teacher_top1 = {spec: top1(p, target) for spec, p in teacher_preds.items()}
     ordered = order_teachers(teachers_given, teacher_top1, args.teacher_order)
     stages = plan_stages(ordered, multi)
-    say(f'student {student_res.name}: top-1 {100.0 * (initial_pred == target).float().mean().item():.2f}; '
+    say(f'student {student_res.name}: top-1 {top1(initial_pred, target):.2f}; '
         + ', '.join(f'teacher {teachers[s].name}: {teacher_top1[s]:.2f}' for s in ordered))
     if len(stages) > 1 or multi:
         say(f'{multi} transfer, stage order: {" -> ".join(teachers[s].name for s in ordered)}')
@@ -685,22 +680,30 @@ def run(args) -> int:
         export_student(final_model.cpu(), student_res, export_dir, lineage)
         write_results(run_dir, export_dir, results, args)
         say('\n' + format_table(results))
+        from timm_gkt import hub
         decision = 'not pushed (no --push-to-hub)'
+        passed = False
         if args.push_to_hub:
-            from timm_gkt import hub
-            ok, reason = hub.push_gate(results, args.push_min_delta, args.push_max_pvalue)
-            if ok:
+            passed, reason = hub.push_gate(results, args.push_min_delta, args.push_max_pvalue)
+            decision = f'pushing to {args.push_to_hub}: {reason}' if passed else f'not pushed: {reason}'
+        # the card names the repo only when the student is going there
+        hub.write_card(results, export_dir, args.push_to_hub if passed else None)
+        if args.push_to_hub and not passed:
+            say(decision)
+            exit_code = EXIT_NOT_IMPROVED
+        elif passed:
+            try:
                 url = hub.push_export(export_dir, args.push_to_hub, private=args.hub_private,
                                       revision=args.hub_revision, create_pr=args.hub_create_pr, run_dir=run_dir)
-                results['pushed'] = url
-                decision = f'pushed to {args.push_to_hub}'
-                say(f'pushed: {url}')
+            except hub.PushError as e:
+                say(f'error: {e}')
+                decision, exit_code = f'push failed: {e}', EXIT_ERROR
             else:
-                decision = f'not pushed: {reason}'
+                results['pushed'] = url
+                decision = f'pushed to {args.push_to_hub}: {url}'
                 say(decision)
-                exit_code = EXIT_NOT_IMPROVED
-            write_results(run_dir, export_dir, results, args)
-        github_summary_and_card(results, export_dir, args.push_to_hub, decision)
+                write_results(run_dir, export_dir, results, args)
+        hub.write_step_summary(results, decision)
         say(f'results: {run_dir / "results.json"}; student exported to {export_dir} '
             f"(timm.create_model('local-dir:{export_dir}', pretrained=True))")
     accelerator.wait_for_everyone()
