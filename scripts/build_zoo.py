@@ -411,7 +411,8 @@ def main(argv=None):
         unknown = wanted - {e.name for e in entries}
         if unknown:
             p.error(f'unknown zoo model(s) {sorted(unknown)}; choose from {[e.name for e in entries]}')
-        todo = [e for e in entries if e.name in wanted]
+        by_name = {e.name: e for e in entries}
+        todo = [by_name[n] for n in dict.fromkeys(args.only.split(','))]  # in the order given
     else:
         todo = entries
     cache_dir = Path(args.cache_dir) if args.cache_dir else out_dir.parent / '.zoo_cache' / out_dir.name

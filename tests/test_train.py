@@ -254,3 +254,23 @@ def test_two_processes_match_one(tmp_path, micro_zoo, data_dir):
     # float reductions differ in order across processes: allow one image of difference
     assert abs(r2['top1_after'] - r1['top1_after']) <= 100.0 / 400 + 1e-9
     assert abs(r2['teachers'][0]['routed_share'] - r1['teachers'][0]['routed_share']) <= 1.0
+
+
+def test_resume_auto_after_a_finished_run_starts_afresh_and_keeps_the_old_run(tmp_path, micro_zoo, data_dir):
+    args = ['--model', spec(micro_zoo, 'q_cnn'), '--teachers', spec(micro_zoo, 'q_mlp'), '--resume', 'auto']
+    code, first = run_train(tmp_path, micro_zoo, data_dir, *args, experiment='job')
+    assert code == 0
+    code, second = run_train(tmp_path, micro_zoo, data_dir, *args, experiment='job')
+    assert code == 0
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith('job-')]
+    assert len(kept) == 1 and (kept[0] / 'results.json').is_file()
+    assert json.loads((kept[0] / 'results.json').read_text()) == first
+    assert len(second['epochs']) == 1  # trained again, not "resumed" at the end
+
+
+def test_ce_control_is_one_stage_even_with_several_teachers(tmp_path, micro_zoo, data_dir):
+    code, r = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_cnn'), '--transfer-method', 'ce',
+                        '--teachers', f"{spec(micro_zoo, 'q_mlp')},{spec(micro_zoo, 'q_vit')}")
+    assert code == 0
+    assert [row['stage'] for row in r['epochs']] == [0]
+    assert len(r['teachers']) == 2 and all(t['routed_share'] is None for t in r['teachers'])

@@ -19,7 +19,9 @@ from pathlib import Path
 from .data import DataUnavailableError, create_image_dataset
 from .evaluation import predict
 from .metrics import complementary_knowledge, correctness, percent, positive_flips
-from .models import LabelSpaceError, ModelSpecError, check_model_spec, label_permutation, load_model
+from .models import (
+    LabelSpaceError, ModelSpecError, check_dataset_labels, check_model_spec, label_permutation, load_model,
+)
 
 
 def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: str = 'test',
@@ -31,6 +33,7 @@ def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: 
     perms = [label_permutation(s.label_names, t.label_names, s.num_classes, t.num_classes, teacher=f'teacher {t.name}')
              for t in ts]
     ds = _eval_dataset(dataset, data_dir, split, eval_subset)
+    check_dataset_labels(s, ds, dataset)
     preds, target = predict([s.model] + [t.model for t in ts], [s.preprocessing] + [t.preprocessing for t in ts], ds,
                             batch_size=batch_size, num_workers=workers, desc='scan', label_perms=[None] + perms)
     out = {'student': student, 'student_name': s.name, 'dataset': dataset, 'split': split,
@@ -55,6 +58,7 @@ def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str = 
     perms = [label_permutation(ref.label_names, m.label_names, ref.num_classes, m.num_classes, teacher=m.name)
              for m in models]
     ds = _eval_dataset(dataset, data_dir, split, eval_subset)
+    check_dataset_labels(ref, ds, dataset)
     preds, target = predict([m.model for m in models], [m.preprocessing for m in models], ds, batch_size=batch_size,
                             num_workers=workers, desc='scan', label_perms=perms)
     correct = [correctness(p, target) for p in preds]
@@ -93,7 +97,7 @@ def format_matrix(m: dict, markdown: bool = False) -> str:
             '—' if i == j else f"{m['rho_pos'][i][j]:.2f}" for j in range(len(names))) + ' |'
             for i, n in enumerate(names)]
         return '\n'.join([head, sep] + rows)
-    width = max(len(n) for n in names) + 2
+    width = max(8, max(len(n) for n in names) + 2)  # '-12.34' must not touch its neighbour
     lines = [' ' * (width + 8) + ''.join(f'{n:>{width}s}' for n in names)]
     for i, n in enumerate(names):
         lines.append(f'{n:>{width}s}{m["top1"][i]:8.2f}' + ''.join(

@@ -55,6 +55,15 @@ def frozen_copy(student: nn.Module, student_preprocessing: Preprocessing, name: 
     return FrozenModel(copy.deepcopy(student), student_preprocessing, student_preprocessing, name=name)
 
 
+DP_MODES = ('supervised', 'unsupervised')
+
+
+def _check_dp_mode(dp_mode: str) -> str:
+    if dp_mode not in DP_MODES:
+        raise ValueError(f'dp_mode must be supervised or unsupervised, not {dp_mode!r}')
+    return dp_mode
+
+
 def _hard_target(target: torch.Tensor | None, dp_mode: str) -> torch.Tensor | None:
     return None if dp_mode == 'unsupervised' else target
 
@@ -132,6 +141,12 @@ class XEKLMCLTask(XEKLTask):
             # outright (decay 0 at step 1), which would discard the initial student
             self.update_ema()
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # the slow copy is only ever evaluated: keep its BatchNorm/dropout in eval mode
+        self.get_trainable_module(ema=True).eval()
+        return self
+
     def eval_module(self) -> nn.Module:
         return self.get_trainable_module(ema=True).module
 
@@ -146,11 +161,9 @@ class KLDPTask(TransferTask):
     def __init__(self, student, teacher: FrozenModel, frozen_student: FrozenModel, temperature: float = 1.0,
                  dp_mode: str = 'supervised', **kwargs):
         super().__init__(student, temperature, **kwargs)
-        if dp_mode not in ('supervised', 'unsupervised'):
-            raise ValueError(f'dp_mode must be supervised or unsupervised, not {dp_mode!r}')
         self.teacher = teacher
         self.frozen_student = frozen_student
-        self.dp_mode = dp_mode
+        self.dp_mode = _check_dp_mode(dp_mode)
 
     def forward(self, input, target):
         output = self.trainable_module(input)
@@ -168,7 +181,7 @@ class ParallelKLDPTask(TransferTask):
         super().__init__(student, temperature, **kwargs)
         self.teachers = nn.ModuleList(teachers)
         self.frozen_student = frozen_student
-        self.dp_mode = dp_mode
+        self.dp_mode = _check_dp_mode(dp_mode)
 
     def forward(self, input, target):
         output = self.trainable_module(input)

@@ -32,8 +32,8 @@ from timm_gkt.data import DataUnavailableError, ModeDataset, create_image_datase
 from timm_gkt.evaluation import predict, top1
 from timm_gkt.metrics import transfer_metrics
 from timm_gkt.models import (
-    LabelSpaceError, ModelSpecError, ResolvedModel, check_model_spec, label_permutation, load_model,
-    read_model_config, short_name,
+    LabelSpaceError, ModelSpecError, ResolvedModel, check_dataset_labels, check_model_spec, label_permutation,
+    load_model, read_model_config, short_name,
 )
 from timm_gkt.multi import MULTI_TEACHER_MODES, TEACHER_ORDERS, Stage, order_teachers, plan_stages, soup
 from timm_gkt.tasks import (
@@ -215,29 +215,6 @@ def make_accelerator(args):
 
 # ----------------------------------------------------------------------------- data
 
-def dataset_label_names(ds) -> tuple[str, ...] | None:
-    classes = getattr(ds, 'classes', None)
-    return tuple(str(c) for c in classes) if classes else None
-
-
-def subset(ds, n: int):
-    if n and n < len(ds):
-        return torch.utils.data.Subset(ds, range(n))
-    return ds
-
-
-def check_dataset_labels(student: ResolvedModel, ds, dataset: str) -> None:
-    names = dataset_label_names(ds)
-    if names is None:
-        return
-    if len(names) != student.num_classes:
-        raise LabelSpaceError(f'{dataset} has {len(names)} classes but the student {student.name} predicts '
-                              f'{student.num_classes}; use a student trained on this label space.')
-    if student.label_names and list(student.label_names) != list(names):
-        raise LabelSpaceError(f'the student {student.name} names its classes differently from {dataset} '
-                              f'({student.label_names[:2]} vs {names[:2]}); use a student trained on this dataset.')
-
-
 def create_train_loader(args, train_ds, student: ResolvedModel):
     from timm.data import create_loader
     prep = student.preprocessing
@@ -298,8 +275,23 @@ def resolve_run_dir(args) -> tuple[Path, Path | None]:
     if args.resume == 'auto':
         if not args.experiment:
             raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
-        return run_dir, latest_checkpoint(run_dir)
+        if not (run_dir / 'results.json').is_file():  # a finished run is not resumed: the job starts afresh
+            return run_dir, latest_checkpoint(run_dir)
     return run_dir, None
+
+
+def set_aside_previous_run(run_dir: Path) -> Path | None:
+    """A new run in a used folder: keep the old one, renamed with its time, rather than mixing or deleting."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return None
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(run_dir.stat().st_mtime))
+    target = run_dir.with_name(f'{run_dir.name}-{stamp}')
+    n = 1
+    while target.exists():
+        target = run_dir.with_name(f'{run_dir.name}-{stamp}-{n}')
+        n += 1
+    run_dir.rename(target)
+    return target
 
 
 def save_checkpoint(accelerator, run_dir: Path, stage: int, epoch: int, scheduler, task, state: RunState, keep: int):
@@ -394,6 +386,8 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
     student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
     task.trainable_module = student
     mixup = create_mixup(args, student_res.num_classes)
+    stage_name = ('cross-entropy control' if args.transfer_method in METHODS_WITHOUT_TEACHER
+                  else ' + '.join(teachers[t].name for t in stage.teachers))
 
     start_epoch = 0
     if resume_from is not None:
@@ -409,7 +403,7 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
     for epoch in range(start_epoch, num_epochs):
         if hasattr(loader, 'set_epoch'):
             loader.set_epoch(epoch)
-        desc = f'stage {stage.index + 1} [{stage.label}] epoch {epoch + 1}/{num_epochs}'
+        desc = f'stage {stage.index + 1} [{stage_name}] epoch {epoch + 1}/{num_epochs}'
         t0 = time.time()
         loss, route_counts, num_updates = train_one_epoch(
             accelerator, task, student, loader, optimizer, scheduler, mixup, epoch, num_updates, args, desc)
@@ -422,7 +416,7 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
         if route_counts is not None and route_counts.sum() > 0:
             routed = {t: 100.0 * route_counts[i + 1].item() / route_counts.sum().item()
                       for i, t in enumerate(stage.teachers)}
-        row = {'stage': stage.index, 'teacher': stage.label, 'epoch': epoch + 1, 'train_loss': round(loss, 5),
+        row = {'stage': stage.index, 'teacher': stage_name, 'epoch': epoch + 1, 'train_loss': round(loss, 5),
                'top1': round(m['top1_after'], 2), 'transfer_delta': round(m['transfer_delta'], 2),
                'knowledge_gain': round(m['knowledge_gain'], 2), 'knowledge_loss': round(m['knowledge_loss'], 2),
                'p_value': m['p_value'], 'routed_share': None if routed is None else round(sum(routed.values()), 2),
@@ -560,7 +554,8 @@ def run(args) -> int:
         for spec, t in teachers.items():
             say(f'  teacher {t.name}: input {t.preprocessing.input_size}, {t.num_classes} classes, '
                 f'{sum(p.numel() for p in t.model.parameters()) / 1e6:.2f} M params')
-        say(f'  stages: {len(plan_stages(teachers_given, multi)) if teachers_given else 1} '
+        n_stages = 1 if args.transfer_method in METHODS_WITHOUT_TEACHER else len(plan_stages(teachers_given, multi))
+        say(f'  stages: {n_stages} '
             f'({multi or "single"}; order: {args.teacher_order} teacher top-1, measured before training), '
             f'{args.epochs} epoch(s) each, batch {args.batch_size}, lr {args.lr}')
         say(f'  data: {args.dataset} {args.train_split} ({len(subset(train_ds, args.train_subset))} images) -> '
@@ -571,6 +566,10 @@ def run(args) -> int:
         return EXIT_OK
 
     if accelerator.is_main_process:
+        if resume_from is None:
+            kept = set_aside_previous_run(run_dir)
+            if kept is not None:
+                say(f'note: {run_dir} held an earlier run; it is kept as {kept}')
         run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 
@@ -586,10 +585,11 @@ def run(args) -> int:
     teacher_preds = {spec: p for spec, p in zip(teachers, preds[1:])}
     teacher_top1 = {spec: top1(p, target) for spec, p in teacher_preds.items()}
     ordered = order_teachers(teachers_given, teacher_top1, args.teacher_order)
-    stages = plan_stages(ordered, multi)
+    # the control trains without teachers (one stage); they still serve the flip metrics
+    stages = [Stage(0, ())] if args.transfer_method in METHODS_WITHOUT_TEACHER else plan_stages(ordered, multi)
     say(f'student {student_res.name}: top-1 {top1(initial_pred, target):.2f}; '
         + ', '.join(f'teacher {teachers[s].name}: {teacher_top1[s]:.2f}' for s in ordered))
-    if len(stages) > 1 or multi:
+    if len(stages) > 1 or (multi and args.transfer_method not in METHODS_WITHOUT_TEACHER):
         say(f'{multi} transfer, stage order: {" -> ".join(teachers[s].name for s in ordered)}')
 
     # --- transfer, stage by stage (each stage resumable)

@@ -1,0 +1,237 @@
+"""Scan (timm_gkt/scan.py): table formatting on hand-made results, and scan / pairwise_matrix / main end to end.
+
+The end-to-end tests export tiny untrained ViTs with ``timm.models.save_for_hf`` and
+check the scan's numbers against predictions made here, image by image, through each
+model's own eval transform on the first 64 Fashion-MNIST test images. One teacher is
+exported with a larger input size and its classes in reverse order, so a scan that fed
+it the student's transform or forgot its label permutation reports other numbers.
+"""
+import json
+import math
+
+import pytest
+import timm
+import torch
+
+from timm_gkt.data import FASHION_MNIST_LABELS
+from timm_gkt.models import LabelSpaceError, load_model
+from timm_gkt.scan import format_matrix, format_scan, main, pairwise_matrix, scan
+
+EVAL_SUBSET = 64
+DATASET = 'torch/fashion_mnist'
+LABELS = list(FASHION_MNIST_LABELS)
+REVERSED = LABELS[::-1]
+
+# --- format_matrix / format_scan on hand-made results -----------------------------------------------
+
+MATRIX = {
+    'names': ['vit_a', 'convnext_b', 'mixer_c'],
+    'top1': [81.5, 90.25, 77.0],
+    # rho_pos[teacher][student]; asymmetric so a transposed table shows
+    'rho_pos': [[0.0, 12.34, 20.5], [3.21, 0.0, 15.0], [1.0, 5.67, 0.0]],
+    'eval_samples': 10000,
+}
+
+
+def test_format_matrix_markdown_puts_rho_pos_teacher_row_student_column():
+    lines = format_matrix(MATRIX, markdown=True).splitlines()
+    assert len(lines) == 2 + 3
+    header = [c.strip() for c in lines[0].strip('|').split('|')]
+    assert header == ['teacher \\ student', 'vit_a', 'convnext_b', 'mixer_c']
+    assert lines[1].count('|') == 5
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in lines[2:]]
+    assert [r[0] for r in rows] == ['**vit_a** (81.50)', '**convnext_b** (90.25)', '**mixer_c** (77.00)']
+    cells = [r[1:] for r in rows]
+    assert cells == [['—', '12.34', '20.50'], ['3.21', '—', '15.00'], ['1.00', '5.67', '—']]
+
+
+def test_format_matrix_plain_puts_rho_pos_teacher_row_student_column():
+    lines = format_matrix(MATRIX).splitlines()
+    assert lines[0].split() == ['vit_a', 'convnext_b', 'mixer_c']
+    rows = [line.split() for line in lines[1:4]]
+    assert rows == [['vit_a', '81.50', '-', '12.34', '20.50'],
+                    ['convnext_b', '90.25', '3.21', '-', '15.00'],
+                    ['mixer_c', '77.00', '1.00', '5.67', '-']]
+    assert 'rows: teacher' in lines[4] and 'columns: student' in lines[4]
+    # column j of the header sits above column j of every row (right-aligned to the same end)
+    for j, name in enumerate(MATRIX['names']):
+        end = lines[0].index(name) + len(name)
+        assert all(line[:end].rstrip().split()[-1] == row[2 + j] for line, row in zip(lines[1:4], rows))
+
+
+def test_format_matrix_plain_keeps_cells_apart_for_short_names():
+    m = {'names': ['a', 'b'], 'top1': [80.0, 70.0], 'rho_pos': [[0.0, 12.34], [56.78, 0.0]]}
+    rows = [line.split() for line in format_matrix(m).splitlines()[1:3]]
+    assert rows == [['a', '80.00', '-', '12.34'], ['b', '70.00', '56.78', '-']]
+
+
+def scan_result(teachers):
+    return {'student': 'local-dir:zoo/vit_a', 'student_name': 'vit_a', 'dataset': DATASET, 'split': 'test',
+            'eval_samples': 10000, 'student_top1': 85.35, 'teachers': teachers}
+
+
+def teacher_entry(name, top1, rho_pos, rho_neg, entropy, top):
+    return {'name': name, 'spec': f'local-dir:zoo/{name}', 'teacher_top1': top1, 'student_top1': 85.35,
+            'rho_pos': rho_pos, 'rho_neg': rho_neg, 'flip_entropy': entropy, 'per_class_pos_flips': [0.0] * 10,
+            'top_classes': [{'class': c, 'pos_flip_rate': r} for c, r in top]}
+
+
+def test_format_scan_lists_teachers_by_complementary_knowledge_with_their_top_classes():
+    result = scan_result([
+        teacher_entry('weak', 70.1, 1.5, 16.75, 2.1, [('Bag', 3.0), ('Coat', 2.5), ('Shirt', 1.0)]),
+        teacher_entry('strong', 90.2, 6.25, 1.4, 1.234, [('Shirt', 12.5), ('Pullover', 8.0), ('Coat', 4.3)]),
+        teacher_entry('mid', 85.0, 3.0, 3.0, 2.0, [('Dress', 5.0), ('Sandal', 0.5), ('Bag', 0.0)]),
+    ])
+    lines = format_scan(result).splitlines()
+    assert lines[0] == f'student vit_a: top-1 85.35 on 10000 {DATASET} test images'
+    assert lines[1].split()[:5] == ['teacher', 'top-1', 'ρpos', 'ρneg', 'entropy']
+    body = lines[2:5]
+    assert [line.split()[0] for line in body] == ['strong', 'mid', 'weak']
+    assert body[0].split()[:5] == ['strong', '90.20', '6.25', '1.40', '1.234']
+    assert body[0].endswith('Shirt 12.5%, Pullover 8.0%, Coat 4.3%')
+    assert body[2].split()[:5] == ['weak', '70.10', '1.50', '16.75', '2.100']
+    assert body[2].endswith('Bag 3.0%, Coat 2.5%, Shirt 1.0%')
+    assert f'{math.log(10):.3f}' in lines[5]
+
+
+# --- end to end on exported tiny models -------------------------------------------------------------
+
+def export(folder, seed, label_names, size, patch):
+    torch.manual_seed(seed)
+    model = timm.create_model('test_vit', num_classes=10, in_chans=1, img_size=size, patch_size=patch, depth=1)
+    with torch.no_grad():
+        model.head.weight.mul_(5.0)  # spread the untrained predictions over more classes
+    timm.models.save_for_hf(
+        model.eval(), folder,
+        model_config={'label_names': list(label_names)},
+        data_config={'input_size': (1, size, size), 'mean': (0.286,), 'std': (0.353,), 'crop_pct': 1.0,
+                     'interpolation': 'bilinear'},
+        safe_serialization=True,
+    )
+    return f'local-dir:{folder}'
+
+
+@pytest.fixture(scope='module')
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp('scanzoo')
+    specs = {
+        'student': export(root / 'vit_s', 0, LABELS, 28, 7),
+        # another input size and the classes in reverse order
+        'flipped': export(root / 'vit_flipped', 10, REVERSED, 32, 8),
+        'other': export(root / 'vit_other', 4, LABELS, 32, 8),
+    }
+    (root / 'index.json').write_text(json.dumps({'models': [{'name': 'vit_s'}, {'name': 'vit_flipped'},
+                                                            {'name': 'vit_other'}]}))
+    return root, specs
+
+
+@pytest.fixture(scope='module')
+def images(data_dir):
+    from torchvision.datasets import FashionMNIST
+    ds = FashionMNIST(str(data_dir), train=False, download=False)
+    pairs = [ds[i] for i in range(EVAL_SUBSET)]
+    return [img for img, _ in pairs], torch.tensor([t for _, t in pairs])
+
+
+def own_predictions(spec, imgs):
+    """Class ids in Fashion-MNIST order, from this model's own eval transform."""
+    resolved = load_model(spec)
+    transform = resolved.preprocessing.eval_transform()
+    x = torch.stack([transform(img.convert('L')) for img in imgs])
+    with torch.no_grad():
+        index = resolved.model(x).argmax(-1)
+    names = resolved.label_names
+    return torch.tensor([LABELS.index(names[i]) for i in index.tolist()])
+
+
+def pct(mask):
+    return 100.0 * mask.double().mean().item()
+
+
+def test_scan_reports_what_the_models_predict(zoo, images, data_dir):
+    _, specs = zoo
+    imgs, target = images
+    cs = own_predictions(specs['student'], imgs) == target
+    result = scan(specs['student'], [specs['flipped'], specs['other']], DATASET, str(data_dir),
+                  eval_subset=EVAL_SUBSET, batch_size=32)
+    assert result['eval_samples'] == EVAL_SUBSET and result['student_name'] == 'vit_s'
+    assert result['student_top1'] == pytest.approx(pct(cs))
+    assert [t['name'] for t in result['teachers']] == ['vit_flipped', 'vit_other']
+    rho = []
+    for key, entry in zip(['flipped', 'other'], result['teachers']):
+        ct = own_predictions(specs[key], imgs) == target
+        pos = ct & ~cs
+        assert entry['teacher_top1'] == pytest.approx(pct(ct))
+        assert entry['rho_pos'] == pytest.approx(pct(pos))
+        assert entry['rho_neg'] == pytest.approx(pct(~ct & cs))
+        rates = [100.0 * int((pos & (target == c)).sum()) / int((target == c).sum()) for c in range(10)]
+        assert entry['per_class_pos_flips'] == pytest.approx(rates, abs=1e-3)
+        best = sorted(range(10), key=lambda c: -rates[c])[0]
+        assert entry['top_classes'][0] == {'class': LABELS[best], 'pos_flip_rate': round(rates[best], 2)}
+        rho.append(entry['rho_pos'])
+    # the numbers carry information: the two teachers know different things about this student
+    assert rho[0] > 0 and rho[1] > 0 and rho[0] != rho[1]
+    table = format_scan(result)
+    assert table.splitlines()[2].split()[0] == ('vit_flipped' if rho[0] > rho[1] else 'vit_other')
+
+
+def test_pairwise_matrix_matches_predictions_and_the_flip_identity(zoo, images, data_dir):
+    _, specs = zoo
+    imgs, target = images
+    order = ['student', 'flipped', 'other']
+    m = pairwise_matrix([specs[k] for k in order], DATASET, str(data_dir), eval_subset=EVAL_SUBSET)
+    assert m['names'] == ['vit_s', 'vit_flipped', 'vit_other'] and m['eval_samples'] == EVAL_SUBSET
+    correct = [own_predictions(specs[k], imgs) == target for k in order]
+    assert m['top1'] == pytest.approx([pct(c) for c in correct])
+    for i in range(3):
+        assert m['rho_pos'][i][i] == 0.0
+        for j in range(3):
+            assert m['rho_pos'][i][j] == pytest.approx(pct(correct[i] & ~correct[j]))
+            # ρpos(t,s) − ρpos(s,t) = acc(t) − acc(s)
+            assert m['rho_pos'][i][j] - m['rho_pos'][j][i] == pytest.approx(m['top1'][i] - m['top1'][j], abs=1e-9)
+    # the identity is not trivially 0 = 0 here: accuracies differ, so ρpos is asymmetric
+    assert len(set(m['top1'])) > 1 and m['rho_pos'][0][2] != m['rho_pos'][2][0]
+
+
+def test_scan_refuses_or_handles_a_student_with_another_class_order(zoo, images, data_dir):
+    _, specs = zoo
+    imgs, target = images
+    try:
+        result = scan(specs['flipped'], [specs['student']], DATASET, str(data_dir), eval_subset=EVAL_SUBSET)
+    except LabelSpaceError:
+        return
+    cs = own_predictions(specs['flipped'], imgs) == target
+    ct = own_predictions(specs['student'], imgs) == target
+    assert result['student_top1'] == pytest.approx(pct(cs))
+    assert result['teachers'][0]['rho_pos'] == pytest.approx(pct(ct & ~cs))
+
+
+def test_cli_prints_scan_as_json(zoo, data_dir, capsys):
+    _, specs = zoo
+    argv = ['--student', specs['student'], '--teachers', f"{specs['other']}, {specs['flipped']}",
+            '--dataset', DATASET, '--data-dir', str(data_dir), '--eval-subset', str(EVAL_SUBSET), '--json']
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = scan(specs['student'], [specs['other'], specs['flipped']], DATASET, str(data_dir),
+                    eval_subset=EVAL_SUBSET)
+    assert printed == json.loads(json.dumps(expected))
+
+
+def test_cli_zoo_prints_the_markdown_matrix(zoo, data_dir, capsys):
+    root, specs = zoo
+    argv = ['--zoo', str(root), '--dataset', DATASET, '--data-dir', str(data_dir), '--eval-subset',
+            str(EVAL_SUBSET), '--markdown']
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    expected = pairwise_matrix([specs['student'], specs['flipped'], specs['other']], DATASET, str(data_dir),
+                               eval_subset=EVAL_SUBSET)
+    assert out.strip() == format_matrix(expected, markdown=True)
+
+
+def test_cli_unknown_model_exits_2_with_a_one_line_hint(capsys):
+    assert main(['--student', 'test_vitt', '--teachers', 'x']) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == ''
+    assert len(err.splitlines()) == 1
+    assert err.startswith('error: ') and 'Did you mean' in err and 'test_vit' in err
