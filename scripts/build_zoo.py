@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -276,8 +275,6 @@ def build_one(entry: ZooEntry, out_dir: Path, cache_dir: Path, data_dir: Path, t
                     'recipe': asdict(r)}, tmp)
         tmp.replace(ckpt_path)
 
-    t0 = time.time()
-
     def on_epoch_end(epoch, loss):
         acc = evaluate(model, prep, test_ds)
         model.train()
@@ -381,6 +378,22 @@ def verify(out_dir: Path, data_dir: Path, tolerance: float = 0.0) -> bool:
     return ok
 
 
+def markdown_table(records) -> str:
+    lines = ['| name | family | architecture | params | input (C×H×W) | normalisation (mean) | recipe | test top-1 | plateau check Δ |',
+             '|---|---|---|---:|---|---|---|---:|---:|']
+    for r in records:
+        rc = r['recipe']
+        extras = [f"ls {rc['label_smoothing']}" if rc['label_smoothing'] else '', f"mixup {rc['mixup']}" if rc['mixup'] else '',
+                  f"RE {rc['random_erasing']}" if rc['random_erasing'] else '', 'no flip' if not rc['hflip'] else '']
+        recipe = f"{rc['opt']} lr {rc['lr']:g}, {rc['epochs']} ep" + ''.join(f', {e}' for e in extras if e) + \
+            (f", +{3 * r['plateau']['polish_rounds']} polish ep" if r['plateau']['polish_rounds'] else '') + f", seed {rc['seed']}"
+        d = r['plateau']['final_delta']
+        lines.append(f"| {r['name']} | {r['family']} | `{r['architecture']}` | {r['parameters'] / 1e6:.2f} M | "
+                     f"{'×'.join(str(v) for v in r['input_size'])} | {', '.join(f'{m:.3f}' for m in r['mean'])} | {recipe} | "
+                     f"{r['test_top1']:.2f} | {'' if d is None else f'{d:+.2f}'} |")
+    return '\n'.join(lines)
+
+
 def print_table(records):
     print(f'\n{"name":12s} {"family":12s} {"arch":18s} {"params":>8s} {"input":>10s} {"top-1":>6s} {"plateau Δ":>9s}')
     for r in records:
@@ -399,12 +412,16 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='3-model micro-zoo for tests (no plateau check)')
     p.add_argument('--verify', action='store_true', help='reload every model in OUT and check its recorded top-1')
     p.add_argument('--threads', type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument('--markdown', action='store_true', help='print the zoo table of OUT/index.json as markdown')
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     data_dir = Path(args.data_dir)
     if args.verify:
         sys.exit(0 if verify(out_dir, data_dir) else 1)
+    if args.markdown:
+        print(markdown_table(json.loads((out_dir / 'index.json').read_text())['models']))
+        return
     entries = QUICK_ZOO if args.quick else ZOO
     if args.only:
         wanted = set(args.only.split(','))

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
-from .mcl import scaled_mcl_momentum  # noqa: F401  (re-exported for task users)
 from .models import InputAdaptor, Preprocessing
 from .objectives import cross_entropy, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
 

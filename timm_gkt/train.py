@@ -215,6 +215,12 @@ def make_accelerator(args):
 
 # ----------------------------------------------------------------------------- data
 
+def subset(ds, n: int):
+    if n and n < len(ds):
+        return torch.utils.data.Subset(ds, range(n))
+    return ds
+
+
 def create_train_loader(args, train_ds, student: ResolvedModel):
     from timm.data import create_loader
     prep = student.preprocessing
