@@ -368,8 +368,8 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
     frozen = frozen_copy(student, student_prep).to(device) if args.transfer_method in METHODS_NEEDING_FROZEN_STUDENT \
         else None
     stage_teachers = [
-        FrozenModel(teachers[t].model, student_prep, teachers[t].preprocessing, teachers[t].extra.get('label_perm'),
-                    name=teachers[t].name).to(device)
+        FrozenModel(teacher_model(teachers[t]), student_prep, teachers[t].preprocessing,
+                    teachers[t].extra.get('label_perm'), name=teachers[t].name).to(device)
         for t in stage.teachers
     ] if args.transfer_method not in METHODS_WITHOUT_TEACHER else []
 
@@ -442,7 +442,22 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
     result = {k: v.detach().cpu().clone() for k, v in unwrap_model(task.eval_module()).state_dict().items()}
     accelerator.free_memory()  # forget this stage's prepared objects before the next stage prepares its own
     del task, frozen, stage_teachers
+    if len(stage.teachers) == 1:
+        teachers[stage.teachers[0]].model = None  # the next stage loads its own teacher
     return result
+
+
+def teacher_model(teacher: ResolvedModel):
+    """The teacher's network, loaded again if it was released after the first evaluation."""
+    if teacher.model is None:
+        teacher.model = load_model(teacher.spec).model
+    return teacher.model
+
+
+def release_teachers(teachers: dict[str, ResolvedModel]) -> None:
+    """Sequential and soup stages need one teacher at a time: drop the networks, keep what was learnt about them."""
+    for t in teachers.values():
+        t.model = None
 
 
 def write_summary(path: Path, history: list[dict]) -> None:
@@ -591,6 +606,8 @@ def run(args) -> int:
     teacher_preds = {spec: p for spec, p in zip(teachers, preds[1:])}
     teacher_top1 = {spec: top1(p, target) for spec, p in teacher_preds.items()}
     ordered = order_teachers(teachers_given, teacher_top1, args.teacher_order)
+    if multi != 'parallel':
+        release_teachers(teachers)
     # the control trains without teachers (one stage); they still serve the flip metrics
     stages = [Stage(0, ())] if args.transfer_method in METHODS_WITHOUT_TEACHER else plan_stages(ordered, multi)
     say(f'student {student_res.name}: top-1 {top1(initial_pred, target):.2f}; '
