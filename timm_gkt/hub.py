@@ -35,7 +35,9 @@ EXIT_NOT_IMPROVED = 3  # 2 is argparse's usage error
 
 # the card template lives next to the package in a source checkout; a wheel would carry it as package data
 _TEMPLATE_CANDIDATES = (
-    Path(__file__).resolve().parent / 'templates' / 'model_card.md',
+    # a wheel installs hub_cards/ as the package data timm_gkt/hub_cards (see pyproject.toml)
+    Path(__file__).resolve().parent / 'hub_cards' / 'model_card.md',
+    # a checkout or editable install reads the repository's hub_cards/
     Path(__file__).resolve().parent.parent / 'hub_cards' / 'model_card.md',
 )
 PLOTS_DIR = 'plots'

@@ -440,11 +440,12 @@ def run_stage(accelerator, args, stage: Stage, start_state: dict, student_res: R
         save_checkpoint(accelerator, run_dir, stage.index, epoch + 1, scheduler, task, state, args.checkpoint_hist)
 
     result = {k: v.detach().cpu().clone() for k, v in unwrap_model(task.eval_module()).state_dict().items()}
+    last_pred = pred if start_epoch < num_epochs else None
     accelerator.free_memory()  # forget this stage's prepared objects before the next stage prepares its own
     del task, frozen, stage_teachers
     if len(stage.teachers) == 1:
         teachers[stage.teachers[0]].model = None  # the next stage loads its own teacher
-    return result
+    return result, last_pred
 
 
 def teacher_model(teacher: ResolvedModel):
@@ -622,18 +623,19 @@ def run(args) -> int:
     initial_state = {k: v.detach().cpu().clone() for k, v in student_res.model.state_dict().items()}
     current = initial_state
     soup_parts = []
+    last_pred = None
     for stage in stages:
         if stage.index < state.stage:  # finished before the interruption
-            stage_state = load_stage_result(run_dir, stage.index)
+            stage_state, last_pred = load_stage_result(run_dir, stage.index), None
         else:
             resuming = resume_from is not None and stage.index == state.stage and state.epoch > 0
             if not resuming:
                 state.epoch = 0
             state.stage = stage.index
             start = initial_state if stage.from_initial else current
-            stage_state = run_stage(accelerator, args, stage, start, student_res, teachers, train_ds, eval_ds,
-                                    initial_pred, teacher_preds, target, state, run_dir,
-                                    resume_from if resuming else None)
+            stage_state, last_pred = run_stage(
+                accelerator, args, stage, start, student_res, teachers, train_ds, eval_ds, initial_pred,
+                teacher_preds, target, state, run_dir, resume_from if resuming else None)
             if accelerator.is_main_process:
                 save_stage_result(run_dir, stage.index, stage_state)
             resume_from = None
@@ -643,8 +645,11 @@ def run(args) -> int:
     final_model = copy.deepcopy(student_res.model)
     final_model.load_state_dict(final_state)
     final_model.to(device)
-    (final_pred,), _ = predict([final_model], [student_res.preprocessing], eval_ds,
-                               batch_size=args.validation_batch_size, accelerator=accelerator, desc='eval after')
+    if multi == 'soup' or last_pred is None:  # a soup (or a run resumed at its end) has not been evaluated yet
+        (final_pred,), _ = predict([final_model], [student_res.preprocessing], eval_ds,
+                                   batch_size=args.validation_batch_size, accelerator=accelerator, desc='eval after')
+    else:  # the last epoch's evaluation already saw exactly these weights
+        final_pred = last_pred
     m = transfer_metrics(initial_pred, final_pred, teacher_preds, target, student_res.num_classes)
 
     # --- results, export, card, push
