@@ -24,7 +24,6 @@ def measure(student: str, teacher: str, data_dir: str, workers: int, threads: in
     import torch
     torch.set_num_threads(threads)
     sys.path.insert(0, str(ROOT))
-    from argparse import Namespace
     from timm_gkt import train
     from timm_gkt.data import create_image_dataset
     from timm_gkt.models import load_model

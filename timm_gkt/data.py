@@ -113,7 +113,19 @@ def image_mode_for_channels(in_chans: int) -> str:
     raise ValueError(f'Models with {in_chans} input channels are not supported; use 1 or 3.')
 
 
-class ModeDataset(Dataset):
+class _ImageWrapper(Dataset):
+    """A map-style dataset of PIL images whose own transform is switched off: the wrapper transforms."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        if hasattr(self.dataset, 'transform'):
+            self.dataset.transform = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+
+class ModeDataset(_ImageWrapper):
     """Wrap a map-style image dataset: convert each image to ``mode``, then apply ``transform``.
 
     ``transform`` is a plain attribute so timm's ``create_loader`` can set it, as it does
@@ -121,14 +133,9 @@ class ModeDataset(Dataset):
     """
 
     def __init__(self, dataset, mode: str, transform: Callable | None = None):
-        self.dataset = dataset
+        super().__init__(dataset)
         self.mode = ImageMode(mode)
         self.transform = transform
-        if hasattr(self.dataset, 'transform'):
-            self.dataset.transform = None
-
-    def __len__(self):
-        return len(self.dataset)
 
     def __getitem__(self, index):
         img, target = self.dataset[index]
@@ -138,7 +145,7 @@ class ModeDataset(Dataset):
         return img, target
 
 
-class MultiViewDataset(Dataset):
+class MultiViewDataset(_ImageWrapper):
     """Yield one view of each image per transform: ``((view_0, view_1, ...), target)``.
 
     Evaluation passes every model the same images through its own eval transform in
@@ -146,13 +153,8 @@ class MultiViewDataset(Dataset):
     """
 
     def __init__(self, dataset, views: Sequence[tuple[str, Callable]]):
-        self.dataset = dataset
+        super().__init__(dataset)
         self.views = list(views)  # (image mode, transform) per view
-        if hasattr(self.dataset, 'transform'):
-            self.dataset.transform = None
-
-    def __len__(self):
-        return len(self.dataset)
 
     def __getitem__(self, index):
         img, target = self.dataset[index]

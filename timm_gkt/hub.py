@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .spec import short_name
+
 _logger = logging.getLogger(__name__)
 
 EXIT_PUSHED = 0
@@ -133,15 +135,6 @@ def _signed(x: Any, digits: int = 2) -> str:
 def _pvalue(p: Any) -> str:
     p = _num(p)
     return '–' if p is None else f'{p:.3g}'
-
-
-def short_name(spec: str) -> str:
-    """Folder or repo name of a model spec (``local-dir:zoo/vit_a`` -> ``vit_a``)."""
-    if spec.startswith('local-dir:'):
-        return Path(spec[len('local-dir:'):]).name or spec
-    if spec.startswith('hf-hub:'):
-        return spec[len('hf-hub:'):].split('@')[0]
-    return spec
 
 
 def hub_dataset(spec: str | None) -> tuple[str | None, str | None]:

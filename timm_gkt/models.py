@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .spec import short_name, source_of  # noqa: F401  (part of this module's interface)
+
 _logger = logging.getLogger(__name__)
 
 
@@ -99,15 +101,6 @@ class ResolvedModel:
         return short_name(self.spec)
 
 
-def short_name(spec: str) -> str:
-    """A readable name for tables: the folder or repo name, or the timm name."""
-    if spec.startswith('local-dir:'):
-        return Path(spec[len('local-dir:'):]).name or spec
-    if spec.startswith('hf-hub:'):
-        return spec[len('hf-hub:'):].split('@')[0]
-    return spec
-
-
 def check_model_spec(spec: str) -> None:
     """Raise ModelSpecError (one sentence naming the fix) for a spec that cannot resolve."""
     import timm
@@ -144,14 +137,6 @@ def model_revision(model: nn.Module) -> str | None:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     # not 'tag': an architecture's default tag names weights these may not be
     return cfg.get('hf_hub_revision') or cfg.get('revision') or None
-
-
-def source_of(spec: str) -> str:
-    if spec.startswith('local-dir:'):
-        return 'local-dir'
-    if spec.startswith('hf-hub:'):
-        return 'hf-hub'
-    return 'timm'
 
 
 def load_model(spec: str, pretrained: bool = True, checkpoint: str | None = None, **kwargs) -> ResolvedModel:
