@@ -31,9 +31,9 @@ def measure(student: str, teacher: str, data_dir: str, workers: int, threads: in
     s, t = load_model(student), load_model(teacher)
     dev = torch.device(device)
     s.model.to(dev).train()
-    ds = create_image_dataset('torch/fashion_mnist', data_dir, 'train')
+    ds = train.subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'), batch_size * (batches + 5))
     args = train.build_parser().parse_args(['--model', student])
-    args.workers, args.batch_size, args.train_subset = workers, batch_size, batch_size * (batches + 5)
+    args.workers, args.batch_size = workers, batch_size
     loader = train.create_train_loader(args, ds, s)
     task = KLDPTask(s.model, FrozenModel(t.model, s.preprocessing, t.preprocessing).to(dev),
                     frozen_copy(s.model, s.preprocessing).to(dev))

@@ -51,10 +51,6 @@ class ConfigError(ValueError):
     """Flags that contradict each other or a config file with unknown keys."""
 
 
-def _float_pair(text):
-    return tuple(float(v) for v in text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='timm_gkt.train', description=__doc__.split('\n')[0],
@@ -224,7 +220,7 @@ def subset(ds, n: int):
 def create_train_loader(args, train_ds, student: ResolvedModel):
     from timm.data import create_loader
     prep = student.preprocessing
-    ds = ModeDataset(subset(train_ds, args.train_subset), prep.image_mode)
+    ds = ModeDataset(train_ds, prep.image_mode)
     return create_loader(
         ds, input_size=prep.input_size, batch_size=args.batch_size, is_training=True, no_aug=args.no_aug,
         scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip, vflip=args.vflip,
@@ -245,22 +241,18 @@ def create_mixup(args, num_classes):
 class RunState:
     """What a run has done so far, saved beside each checkpoint so a resume knows where it is."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self):
         self.history: list[dict] = []
         self.stage = 0
         self.epoch = 0  # epochs finished in the current stage
-        self.stage_results: dict[int, dict] = {}
 
     def to_dict(self):
-        return {'history': self.history, 'stage': self.stage, 'epoch': self.epoch,
-                'stage_results': {str(k): v for k, v in self.stage_results.items()}}
+        return {'history': self.history, 'stage': self.stage, 'epoch': self.epoch}
 
     @classmethod
-    def load(cls, run_dir: Path, data: dict) -> 'RunState':
-        s = cls(run_dir)
+    def load(cls, data: dict) -> 'RunState':
+        s = cls()
         s.history, s.stage, s.epoch = data['history'], data['stage'], data['epoch']
-        s.stage_results = {int(k): v for k, v in data['stage_results'].items()}
         return s
 
 
@@ -562,7 +554,8 @@ def run(args) -> int:
                 f'trusting that the {t.num_classes} classes are in the same order')
         t.extra['label_perm'] = perm
         teachers[spec] = t
-    train_ds = create_image_dataset(args.dataset, args.data_dir, args.train_split, download=args.dataset_download)
+    train_ds = subset(create_image_dataset(args.dataset, args.data_dir, args.train_split,
+                                           download=args.dataset_download), args.train_subset)
     eval_ds = subset(create_image_dataset(args.dataset, args.data_dir, args.val_split,
                                           download=args.dataset_download), args.eval_subset)
     check_dataset_labels(student_res, train_ds, args.dataset)
@@ -580,7 +573,7 @@ def run(args) -> int:
         say(f'  stages: {n_stages} '
             f'({multi or "single"}; order: {args.teacher_order} teacher top-1, measured before training), '
             f'{args.epochs} epoch(s) each, batch {args.batch_size}, lr {args.lr}')
-        say(f'  data: {args.dataset} {args.train_split} ({len(subset(train_ds, args.train_subset))} images) -> '
+        say(f'  data: {args.dataset} {args.train_split} ({len(train_ds)} images) -> '
             f'eval on {args.val_split} ({len(eval_ds)} images)')
         say(f'  output: {run_dir}' + (f'; push to {args.push_to_hub} if Δtransf > {args.push_min_delta}'
                                       if args.push_to_hub else ''))
@@ -617,9 +610,9 @@ def run(args) -> int:
         say(f'{multi} transfer, stage order: {" -> ".join(teachers[s].name for s in ordered)}')
 
     # --- transfer, stage by stage (each stage resumable)
-    state = RunState(run_dir)
+    state = RunState()
     if resume_from is not None:
-        state = RunState.load(run_dir, json.loads((resume_from / 'run_state.json').read_text()))
+        state = RunState.load(json.loads((resume_from / 'run_state.json').read_text()))
     initial_state = {k: v.detach().cpu().clone() for k, v in student_res.model.state_dict().items()}
     current = initial_state
     soup_parts = []
@@ -688,7 +681,7 @@ def run(args) -> int:
             'mcl_momentum': getattr(args, 'mcl_momentum_used', args.mcl_momentum)
             if args.transfer_method == 'xekl-mcl' else None,
             'mcl_interval': args.mcl_interval if args.transfer_method == 'xekl-mcl' else None,
-            'train_images': len(subset(train_ds, args.train_subset)), 'mixup': args.mixup, 'cutmix': args.cutmix,
+            'train_images': len(train_ds), 'mixup': args.mixup, 'cutmix': args.cutmix,
             'num_processes': accelerator.num_processes, 'mixed_precision': accelerator.mixed_precision,
         },
         'seed': args.seed,
