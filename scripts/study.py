@@ -18,12 +18,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from timm_gkt.methods import get_method  # noqa: E402
+# study variants: (registry method, extra flags)
 METHODS = {
-    'ce': ['--transfer-method', 'ce'],
-    'kl': ['--transfer-method', 'kl'],
-    'kldp': ['--transfer-method', 'kldp'],
-    'kldp-unsup': ['--transfer-method', 'kldp', '--dp-mode', 'unsupervised'],
+    'ce': ('ce', []),
+    'kl': ('kl', []),
+    'kldp': ('kldp', []),
+    'kldp-unsup': ('kldp', ['--dp-mode', 'unsupervised']),
 }
+
+
+def variant_flags(variant: str) -> list[str]:
+    method, extra = METHODS[variant]
+    return ['--transfer-method', method, *extra]
+
+
+def needs_teacher(variant: str) -> bool:
+    return get_method(METHODS[variant][0]).needs_teacher
 
 
 def run_name(student, teacher, method):
@@ -37,7 +50,7 @@ def run_one(student, teacher, method, args) -> Path:
     if results.is_file():
         return results
     cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', f'local-dir:{args.zoo}/{student}',
-           '--teachers', f'local-dir:{args.zoo}/{teacher}', *METHODS[method], '--epochs', str(args.epochs),
+           '--teachers', f'local-dir:{args.zoo}/{teacher}', *variant_flags(method), '--epochs', str(args.epochs),
            '--data-dir', args.data_dir, '--output', args.out, '--experiment', name, '--seed', str(args.seed),
            '--checkpoint-hist', '1', *args.extra.split()]
     if args.train_subset:
@@ -96,7 +109,7 @@ def main(argv=None):
     controls_done = set()
     for student, teacher in pairs:
         for method in methods:
-            if method == 'ce':
+            if not needs_teacher(method):
                 if student in controls_done:
                     continue  # one control per student: it does not depend on the teacher
                 controls_done.add(student)
