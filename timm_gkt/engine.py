@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import NonFiniteLoss, TrainingFailed
 from .evaluation import predict, top1
 from .frozen import stage_frozen_models
 from .methods import create_task
@@ -21,8 +22,9 @@ from .metrics import transfer_metrics
 from .models import ResolvedModel
 from .multi import Stage, soup
 from .rundir import (
-    RunState, load_checkpoint, load_stage_result, save_checkpoint, save_stage_result, write_summary,
+    RunState, latest_checkpoint, load_checkpoint, load_stage_result, save_checkpoint, save_stage_result, write_summary,
 )
+from .schedule import updates_per_epoch
 
 
 def make_accelerator(config):
@@ -50,8 +52,9 @@ def create_mixup(config, num_classes):
     if not (config.mixup > 0 or config.cutmix > 0):
         return None
     from timm.data import Mixup
+    # explicit: Mixup's own default smooths the targets by 0.1, which would change CE, XE-KL and DP routing
     return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
-                 num_classes=num_classes)
+                 label_smoothing=config.smoothing, num_classes=num_classes)
 
 
 # ----------------------------------------------------------------------------- before
@@ -105,6 +108,8 @@ class Transfer:
 def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
     """Every stage in order (finished ones read back on resume), then the soup if any, then the final metrics."""
     state = RunState.read(plan.resume_from)
+    # what a resume of this run must continue (preflight compares it with the --model given then)
+    state.student, state.method = plan.student_fingerprint, plan.method.name
     resume_from = plan.resume_from
     initial_state = {k: v.detach().cpu().clone() for k, v in plan.student.model.state_dict().items()}
     current, soup_parts, last_pred, derived = initial_state, [], None, {}
@@ -128,6 +133,8 @@ def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
     model = copy.deepcopy(plan.student.model)
     model.load_state_dict(soup(soup_parts) if is_soup else current)
     model.to(plan.accelerator.device)
+    # no BatchNorm sync needed here: every stage result was taken after its last sync, so all processes
+    # hold the same weights, and the export (rank 0's) is what they evaluate
     if is_soup or last_pred is None:  # a soup (or a run resumed at its end) has not been evaluated yet
         (last_pred,), _ = predict([model], [plan.student.preprocessing], plan.eval_ds,
                                   batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator,
@@ -164,27 +171,28 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     student.train()
     frozen = stage_frozen_models(method, student, plan.student.preprocessing,
                                  [plan.teachers[t] for t in stage.teachers], accelerator.device)
-    loader = create_train_loader(config, plan.train_ds, plan.student)
+    # sharded first: the schedule counts the updates each process makes (preflight checked there is one)
+    loader = accelerator.prepare(create_train_loader(config, plan.train_ds, plan.student))
+    # timm filters weight decay: 1-D parameters (biases, norm weights) get none
     optimizer = create_optimizer_v2(student, opt=config.opt, lr=config.learning_rate,
                                     weight_decay=config.weight_decay, momentum=config.momentum)
-    updates_per_epoch = max(1, (len(loader) + config.grad_accum_steps - 1) // config.grad_accum_steps
-                            // accelerator.num_processes)
+    num_updates = updates_per_epoch(len(loader), config.grad_accum_steps)
     scheduler, num_epochs = create_scheduler_v2(
         optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
         warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=not config.sched_on_updates,
-        updates_per_epoch=updates_per_epoch)
+        updates_per_epoch=num_updates)
     hyper = config.task_hyperparameters()
     derived = {}
     if method.uses('mcl_momentum') and config.mcl_momentum is None:
         from .mcl import scaled_mcl_momentum
-        derived['mcl_momentum'] = hyper['mcl_momentum'] = scaled_mcl_momentum(updates_per_epoch * num_epochs,
+        derived['mcl_momentum'] = hyper['mcl_momentum'] = scaled_mcl_momentum(num_updates * num_epochs,
                                                                               config.mcl_interval)
     # the task (and MCL's slow copy) is built on the unwrapped student, before DDP wraps it
     task = create_task(method, student, frozen.teachers, frozen.frozen_student, **hyper).to(accelerator.device)
-    student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
+    student, optimizer = accelerator.prepare(student, optimizer)
     task.trainable_module = student
     mixup = create_mixup(config, plan.student.num_classes)
-    return StageSetup(student, task, loader, optimizer, scheduler, num_epochs, updates_per_epoch, mixup, derived)
+    return StageSetup(student, task, loader, optimizer, scheduler, num_epochs, num_updates, mixup, derived)
 
 
 def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: RunState,
@@ -206,10 +214,15 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
             s.loader.set_epoch(epoch)
         desc = f'stage {stage.index + 1} [{name}] epoch {epoch + 1}/{s.num_epochs}'
         t0 = time.time()
-        loss, route_counts, num_updates = train_one_epoch(
-            plan.accelerator, s.task, s.student, s.loader, s.optimizer, s.scheduler, s.mixup, epoch, num_updates,
-            plan.config.clip_grad, desc)
+        try:
+            loss, route_counts, num_updates = train_one_epoch(
+                plan.accelerator, s.task, s.student, s.loader, s.optimizer, s.scheduler, s.mixup, epoch, num_updates,
+                plan.config.clip_grad, desc)
+        except NonFiniteLoss as e:
+            raise TrainingFailed(diverged_message(e, f'stage {stage.index + 1} [{name}], epoch {epoch + 1}',
+                                                  latest_checkpoint(plan.run_dir))) from None
         seconds = time.time() - t0
+        sync_batchnorm(plan.accelerator, s.task)
         (pred,), _ = predict([unwrap_model(s.task.eval_module())], [plan.student.preprocessing], plan.eval_ds,
                              batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval')
         m = baseline.metrics(pred)
@@ -229,6 +242,36 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
     if len(stage.teachers) == 1:
         plan.teachers[stage.teachers[0]].release()  # the next stage loads its own teacher
     return result, pred, derived
+
+
+def diverged_message(e: NonFiniteLoss, where: str, checkpoint: Path | None) -> str:
+    head = f'{e} of {where}; the run stopped there and nothing was exported or pushed'
+    if checkpoint is None:
+        return f'{head}. No checkpoint was written yet; rerun with a lower --lr (or --clip-grad)'
+    return (f'{head}. Last good checkpoint: {checkpoint}; continue from it with --resume {checkpoint} and a lower '
+            f'--lr (or --clip-grad)')
+
+
+def sync_batchnorm(accelerator, task) -> None:
+    """Average BatchNorm running statistics over the processes (student and MCL slow copy), timm's way.
+
+    Each process updates its own statistics from its shard; without this, evaluation would score
+    each shard with its own process's statistics while the export carries rank 0's.
+    """
+    if accelerator.num_processes == 1:
+        return
+    from timm.utils import distribute_bn
+    distribute_bn(task.get_trainable_module(), accelerator.num_processes, reduce=True)
+    if task.has_ema():
+        distribute_bn(task.get_trainable_module(ema=True), accelerator.num_processes, reduce=True)
+
+
+def all_finite(accelerator, loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (they must agree to stop together)."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction='sum')
+    return bad.item() == 0
 
 
 def epoch_row(stage: Stage, name: str, epoch: int, loss: float, m: dict, route_counts, optimizer,
@@ -274,6 +317,8 @@ def train_one_epoch(accelerator, task, student, loader, optimizer, scheduler, mi
         with accelerator.accumulate(student):
             with accelerator.autocast():
                 out = task(x, y)
+            if not all_finite(accelerator, out['loss']):  # before backward: this batch never reaches the weights
+                raise NonFiniteLoss(out['loss'].item(), steps + 1, num_updates + 1)
             accelerator.backward(out['loss'])
             if accelerator.sync_gradients and clip_grad:
                 accelerator.clip_grad_norm_(student.parameters(), clip_grad)
