@@ -23,6 +23,45 @@ def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path):
         parse_args(['-c', str(bad)])
 
 
+@pytest.mark.parametrize('text, message', [
+    ('model: [unclosed\n', 'is not valid YAML'),
+    ('- model\n- x\n', 'holds a list, not flag names with values'),
+    ('model: x\nepochs: 2.5\n', 'epochs in'),
+    ('model: x\nlr: [0.1]\n', 'not a number'),
+    ('model: x\nscale: [0.5]\n', 'scale in'),
+    ('model: x\nteachrs: y\n', 'unknown keys in'),
+])
+def test_a_bad_config_file_is_one_error_line_and_exit_2(text, message, tmp_path, capsys):
+    path = tmp_path / 'job.yaml'
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        parse_args(['-c', str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
+
+
+def test_config_file_numbers_are_converted_by_their_flag_types(tmp_path):
+    path = tmp_path / 'job.yaml'
+    path.write_text('model: x\nepochs: 3.0\nlr: 1e-3\nscale: [0.5, 1]\n')  # YAML reads 1e-3 as a string
+    config = parse_args(['-c', str(path)])
+    assert config.epochs == 3 and isinstance(config.epochs, int)
+    assert config.lr == 0.001 and config.scale == (0.5, 1.0)
+
+
+def test_a_usage_error_is_one_line_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(['--model', STUDENT, '--epochs', 'two'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err == "error: argument --epochs: invalid int value: 'two'; see --help for the flags and their values\n"
+
+
+def test_defaults_are_sgd_momentum_without_nesterov_and_no_label_smoothing():
+    config = parse_args(['--model', STUDENT])
+    assert config.opt == 'momentum' and config.momentum == 0.9 and config.smoothing == 0.0
+
+
 def test_teachers_from_both_flags_keep_their_order_without_repeats():
     config = parse_args(['--model', STUDENT, '--teachers', f'{TEACHER}, {TEACHER2}', '--transfer-teacher', TEACHER,
                          '--transfer-teacher', 'hf-hub:alice/t3'])
@@ -69,9 +108,21 @@ def config(*extra):
     (['--teachers', TEACHER, '--transfer-method', 'xekl-mcl', '--mcl-momentum', '1.0'], 'strictly between 0 and 1'),
     (['--teachers', TEACHER, '--kd-temperature', '0'], '--kd-temperature must be positive.'),
     (['--teachers', TEACHER, '--xe-weight', '1.5'], '--xe-weight must lie in [0, 1].'),
-    (['--teachers', TEACHER, '--epochs', '0'], '--epochs must be at least 1.'),
-    (['--teachers', TEACHER, '--resume', '/nonexistent/ckpt'], 'no such checkpoint folder'),
+    (['--teachers', TEACHER, '--epochs', '0'], '--epochs 0 is zero; give the number of epochs per stage'),
     (['--teachers', TEACHER, '--resume', 'auto'], '--resume auto needs --experiment NAME'),
+    (['--teachers', TEACHER, '--train-subset', '-5'], '--train-subset -5 is negative; give a number of images, or 0'),
+    (['--teachers', TEACHER, '-b', '0'], '--batch-size 0 is zero;'),
+    (['--teachers', TEACHER, '--grad-accum-steps', '0'], '--grad-accum-steps 0 is zero; use 1'),
+    (['--teachers', TEACHER, '--transfer-method', 'xekl-mcl', '--mcl-interval', '0'], '--mcl-interval 0 is zero;'),
+    (['--teachers', TEACHER, '-vb', '0'], '--validation-batch-size 0 is zero;'),
+    (['--teachers', TEACHER, '--lr', '-0.1'], '--lr -0.1 is not positive; give the absolute learning rate'),
+    (['--teachers', TEACHER, '--momentum', '1'], '--momentum 1.0 is out of range; use a value in [0, 1)'),
+    (['--teachers', TEACHER, '--hflip', '1.5'], '--hflip 1.5 is out of range; give a probability in [0, 1]'),
+    (['--teachers', TEACHER, '--weight-decay=-1e-4'], '--weight-decay -0.0001 is negative'),
+    (['--teachers', TEACHER, '--scale', '0', '1'], '--scale 0.0 1.0 is not a crop area range'),
+    (['--teachers', TEACHER, '--push-max-pvalue', '0'], '--push-max-pvalue 0.0 is not a p-value'),
+    (['--teachers', TEACHER, '--seed', '-1'], '--seed -1 is out of range'),
+    (['--teachers', TEACHER, '--smoothing', '0.1'], '--smoothing 0.1 smooths mixup/cutmix targets, and neither is on'),
 ])
 def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
     with pytest.raises(ConfigError) as info:
@@ -81,6 +132,8 @@ def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
 
 def test_check_flags_accepts_what_each_method_reads():
     check_flags(config('--transfer-method', 'ce'))  # the control needs no teacher
+    check_flags(config('--transfer-method', 'ce', '--train-subset', '0', '--warmup-epochs', '0', '--mixup', '0.2',
+                       '--smoothing', '0.1', '--checkpoint-hist', '0', '-j', '0'))  # zero where zero means something
     check_flags(config('--teachers', TEACHER, '--dp-mode', 'unsupervised'))
     check_flags(config('--teachers', TEACHER, '--transfer-method', 'xekl-mcl', '--mcl-momentum', '0.99'))
     check_flags(config('--teachers', f'{TEACHER},{TEACHER2}', '--multi-teacher', 'parallel'))

@@ -22,15 +22,25 @@ from .spec import ModelSpec, parse_spec
 
 DESCRIPTION = "Transfer a teacher's complementary knowledge into a pretrained timm student."
 DEFAULT_LR = 1e-3  # METHOD.md's zoo-scale runs; the paper used 1e-4 * batch / 256
+# "SGD momentum 0.9" (METHOD.md): timm's 'sgd' would add Nesterov momentum
+DEFAULT_OPT = 'momentum'
+DEBUG_ENV = 'TIMM_GKT_DEBUG'
 
 
 class ConfigError(ValueError):
     """Flags that contradict each other or a config file with unknown keys."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error: ...`` line (exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f'error: {message}; see --help for the flags and their values\n')
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='timm_gkt.train', description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog='timm_gkt.train', description=DESCRIPTION,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group('Dataset')
     g.add_argument('--data-dir', default='data', help='dataset root')
     g.add_argument('--dataset', '-d', default='torch/fashion_mnist', help='timm dataset name (torch/..., hfds/..., folder)')
@@ -55,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--grad-accum-steps', type=int, default=1)
 
     g = p.add_argument_group('Optimizer and schedule')
-    g.add_argument('--opt', default='sgd', help='timm optimizer name')
+    g.add_argument('--opt', default=DEFAULT_OPT,
+                   help="timm optimizer name ('momentum': SGD with momentum, no Nesterov; timm's 'sgd' is Nesterov). "
+                        'Weight decay skips 1-D parameters (biases, norm weights), as timm does')
     g.add_argument('--lr', type=float, default=None,
-                   help=f'learning rate (default: {DEFAULT_LR:g} for the small zoo-scale runs of METHOD.md; '
-                        f'the paper used 1e-4 * batch/256)')
+                   help=f'absolute learning rate, not scaled by batch size, processes or accumulation (default: '
+                        f'{DEFAULT_LR:g} for the small zoo-scale runs of METHOD.md; the paper used 1e-4 * '
+                        f'global batch/256)')
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--weight-decay', type=float, default=1e-4)
     g.add_argument('--clip-grad', type=float, default=None)
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--checkpoint-hist', type=int, default=2, help='epoch checkpoints to keep')
     g.add_argument('--output', default='output/train')
     g.add_argument('--experiment', default='')
+    g.add_argument('--debug', action='store_true', help=f'show the traceback behind an error (or set {DEBUG_ENV}=1)')
     return p
 
 
@@ -101,6 +115,8 @@ def _add_augmentation_flags(g) -> None:
     g.add_argument('--mixup', type=float, default=0.0)
     g.add_argument('--cutmix', type=float, default=0.0)
     g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--smoothing', type=float, default=0.0,
+                   help='label smoothing of the mixup/cutmix targets (timm\'s Mixup would add 0.1 unless told)')
     g.add_argument('--no-aug', action='store_true')
 
 
@@ -144,7 +160,7 @@ class TransferConfig:
     workers: int | None = None
     grad_accum_steps: int = 1
     # optimizer and schedule
-    opt: str = 'sgd'
+    opt: str = DEFAULT_OPT
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -166,6 +182,7 @@ class TransferConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_prob: float = 1.0
+    smoothing: float = 0.0
     no_aug: bool = False
     # knowledge transfer
     transfer_method: str = DEFAULT_METHOD
@@ -192,6 +209,7 @@ class TransferConfig:
     checkpoint_hist: int = 2
     output: str = 'output/train'
     experiment: str = ''
+    debug: bool = False
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> 'TransferConfig':
@@ -252,7 +270,7 @@ def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
 
 def parse_args(argv=None) -> TransferConfig:
     """timm's two-step parse: ``-c config.yaml`` sets defaults, the command line overrides them."""
-    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser = OneLineParser(add_help=False)
     config_parser.add_argument('-c', '--config', default='')
     config_args, remaining = config_parser.parse_known_args(argv)
     parser = build_parser()
@@ -266,20 +284,123 @@ def parse_args(argv=None) -> TransferConfig:
 
 
 def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
-    """A YAML of flag defaults; unknown keys are a usage error (exit 2)."""
+    """A YAML of flag defaults; unknown keys, bad YAML and values of the wrong type are usage errors (exit 2)."""
     if not path.is_file():
         parser.error(f'config file {path} does not exist')
-    cfg = yaml.safe_load(path.read_text()) or {}
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(k for k in cfg if k.replace('-', '_') not in known)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' at line {mark.line + 1}' if mark is not None else ''
+        parser.error(f'config file {path} is not valid YAML ({getattr(e, "problem", None) or "syntax error"}'
+                     f'{where}); fix that line')
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        parser.error(f'config file {path} holds a {type(cfg).__name__}, not flag names with values; '
+                     f'write one "flag_name: value" per line')
+    actions = {a.dest: a for a in parser._actions}
+    unknown = sorted(str(k) for k in cfg if str(k).replace('-', '_') not in actions)
     if unknown:
         parser.error(f'unknown keys in {path}: {", ".join(unknown)} (use flag names with _ for -)')
-    return {k.replace('-', '_'): (','.join(v) if k == 'teachers' and isinstance(v, list) else v)
-            for k, v in cfg.items()}
+    out = {}
+    for key, value in cfg.items():
+        dest = key.replace('-', '_')
+        if dest == 'teachers' and isinstance(value, list):
+            value = ','.join(value)
+        out[dest] = _typed_config_value(parser, actions[dest], value, path)
+    return out
+
+
+def _typed_config_value(parser, action: argparse.Action, value, path: Path):
+    """A YAML value converted by its flag's type: argparse converts string defaults only, so ``epochs: 2.5`` or
+    ``lr: [1]`` would otherwise reach the run unchecked."""
+    kind = action.type
+    if value is None or kind not in (int, float):
+        return value
+    many = action.nargs not in (None, '?')
+    items = value if many and isinstance(value, (list, tuple)) else [value]
+    converted = []
+    for item in items:
+        try:
+            number = kind(item) if not isinstance(item, (bool, list, dict)) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (kind is int and not isinstance(item, str) and number != item):
+            parser.error(f'{action.dest} in {path} is {value!r}, not {"an integer" if kind is int else "a number"}; '
+                         f'write e.g. "{action.dest}: {action.default if action.default is not None else 1}"')
+        converted.append(number)
+    if many and isinstance(action.nargs, int) and len(converted) != action.nargs:
+        parser.error(f'{action.dest} in {path} needs {action.nargs} values, not {len(converted)}; '
+                     f'write e.g. "{action.dest}: {list(action.default or ())}"')
+    return converted if many else converted[0]
+
+
+# Counts: the smallest value each accepts and how to fix a value below it (0 means "all" where it is allowed).
+_COUNTS = {
+    'batch_size': (1, 'give the number of images per process and step, e.g. -b 64'),
+    'epochs': (1, 'give the number of epochs per stage, e.g. --epochs 2'),
+    'grad_accum_steps': (1, 'use 1 for an optimizer update after every batch'),
+    'mcl_interval': (1, 'interpolate the slow weights every N >= 1 optimizer updates (the paper uses 2)'),
+    'log_interval': (1, 'give a positive number of batches'),
+    'train_subset': (0, 'give a number of images, or 0 to use them all'),
+    'eval_subset': (0, 'give a number of images, or 0 to use them all'),
+    'warmup_epochs': (0, 'use 0 for no warm-up'),
+    'checkpoint_hist': (0, 'give the number of epoch checkpoints to keep (0 keeps all)'),
+}
+# Fractions: (lowest, highest, whether the bounds are allowed, how to fix).
+_RANGES = {
+    'momentum': (0.0, 1.0, (True, False), 'use a value in [0, 1), e.g. --momentum 0.9'),
+    'hflip': (0.0, 1.0, (True, True), 'give a probability in [0, 1]'),
+    'vflip': (0.0, 1.0, (True, True), 'give a probability in [0, 1]'),
+    'reprob': (0.0, 1.0, (True, True), 'give a probability in [0, 1]'),
+    'mixup_prob': (0.0, 1.0, (True, True), 'give a probability in [0, 1]'),
+    'smoothing': (0.0, 1.0, (True, False), 'give a value in [0, 1), e.g. --smoothing 0.1'),
+}
+_NON_NEGATIVE = ('weight_decay', 'min_lr', 'warmup_lr', 'mixup', 'cutmix', 'color_jitter')
+
+
+def flag_name(dest: str) -> str:
+    return '--' + dest.replace('_', '-')
+
+
+def check_values(config: TransferConfig) -> None:
+    """Numbers outside what they can mean (ConfigError, ``<what is wrong>; <how to fix it>``)."""
+    for name, (lowest, fix) in _COUNTS.items():
+        value = getattr(config, name)
+        if value < lowest:
+            raise ConfigError(f'{flag_name(name)} {value} is {"zero" if value == 0 else "negative"}; {fix}')
+    for name in ('validation_batch_size', 'workers'):
+        value = getattr(config, name)
+        if value is not None and value < (1 if name == 'validation_batch_size' else 0):
+            raise ConfigError(f'{flag_name(name)} {value} is {"zero" if value == 0 else "negative"}; '
+                              f'give a positive number or leave it out for the default')
+    for name, (low, high, (low_ok, high_ok), fix) in _RANGES.items():
+        value = getattr(config, name)
+        if value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
+            raise ConfigError(f'{flag_name(name)} {value} is out of range; {fix}')
+    for name in _NON_NEGATIVE:
+        if getattr(config, name) < 0:
+            raise ConfigError(f'{flag_name(name)} {getattr(config, name)} is negative; give 0 or more')
+    if config.lr is not None and config.lr <= 0:
+        raise ConfigError(f'--lr {config.lr} is not positive; give the absolute learning rate, e.g. --lr 1e-3')
+    if config.clip_grad is not None and config.clip_grad <= 0:
+        raise ConfigError(f'--clip-grad {config.clip_grad} is not positive; give a gradient norm, or leave it out')
+    if not 0.0 < config.scale[0] <= config.scale[1] <= 1.0:
+        raise ConfigError(f'--scale {config.scale[0]} {config.scale[1]} is not a crop area range; '
+                          f'give MIN MAX with 0 < MIN <= MAX <= 1, e.g. --scale 0.8 1')
+    if not 0.0 < config.ratio[0] <= config.ratio[1]:
+        raise ConfigError(f'--ratio {config.ratio[0]} {config.ratio[1]} is not an aspect ratio range; '
+                          f'give MIN MAX with 0 < MIN <= MAX, e.g. --ratio 0.75 1.33')
+    if config.push_max_pvalue is not None and not 0.0 < config.push_max_pvalue <= 1.0:
+        raise ConfigError(f'--push-max-pvalue {config.push_max_pvalue} is not a p-value; give one in (0, 1], '
+                          f'e.g. 0.05')
+    if not 0 <= config.seed < 2 ** 32:
+        raise ConfigError(f'--seed {config.seed} is out of range; give a seed in [0, 2^32)')
 
 
 def check_flags(config: TransferConfig) -> None:
-    """Flag combinations that cannot work, refused before anything is loaded (ConfigError, one sentence)."""
+    """Flag values and combinations that cannot work, refused before anything is loaded (ConfigError, one sentence)."""
+    check_values(config)
     method = config.method
     if method.needs_teacher and not config.teachers:
         raise ConfigError(f'--transfer-method {method.name} needs a teacher: add --teachers SPEC[,SPEC...].')
@@ -296,11 +417,9 @@ def check_flags(config: TransferConfig) -> None:
         raise ConfigError('--kd-temperature must be positive.')
     if not 0.0 <= config.xe_weight <= 1.0:
         raise ConfigError('--xe-weight must lie in [0, 1].')
-    if config.epochs < 1:
-        raise ConfigError('--epochs must be at least 1.')
-    if config.resume and config.resume != 'auto' and not Path(config.resume).is_dir():
-        raise ConfigError(f'--resume {config.resume}: no such checkpoint folder; give one under '
-                          f'OUTPUT/EXPERIMENT/checkpoints/ or use --resume auto.')
+    if config.smoothing and not (config.mixup > 0 or config.cutmix > 0):
+        raise ConfigError(f'--smoothing {config.smoothing} smooths mixup/cutmix targets, and neither is on; '
+                          f'add --mixup or --cutmix, or leave --smoothing out')
     if config.resume == 'auto' and not config.experiment:
         raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
 

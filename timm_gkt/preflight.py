@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TransferConfig, check_flags
+from .config import ConfigError, TransferConfig, check_flags, flag_name
 from .data import DataUnavailableError, create_image_dataset
 from .frozen import Teacher
 from .hub.publish import PushAccessError, PushTarget
@@ -24,9 +24,13 @@ from .models import (
     load_model, read_model_config,
 )
 from .multi import plan_stages
-from .rundir import resolve_run_dir
+from .rundir import (
+    RunFolderError, check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint,
+)
+from .schedule import batches_per_process, updates_per_epoch
 
-BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError)
+BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError,
+                    RunFolderError)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Plan:
     eval_ds: object
     run_dir: Path
     resume_from: Path | None
+    student_fingerprint: dict  # what a checkpoint of this run records about the initial student
 
     @property
     def method(self) -> Method:
@@ -55,6 +60,9 @@ def preflight(config: TransferConfig) -> Plan:
 
     from .engine import make_accelerator
     check_flags(config)
+    run_dir, resume_from = resolve_run_dir(config)
+    resume_state = check_checkpoint(resume_from) if resume_from is not None else None
+    check_run_folder(run_dir)
     for spec in (config.model, *config.teachers):
         check_model_spec(spec)
     if config.push_to_hub:
@@ -63,12 +71,30 @@ def preflight(config: TransferConfig) -> Plan:
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
     student = load_model(config.model, pretrained=config.pretrained, checkpoint=config.initial_checkpoint or None)
+    fingerprint = student_fingerprint(student.model)
+    if resume_state is not None:
+        check_resume_matches(resume_from, resume_state, fingerprint, config.model.text, config.transfer_method)
     teachers = load_teachers(config, student, accelerator.print)
     train_ds, eval_ds = load_datasets(config)
     check_dataset_labels(student, train_ds, config.dataset)
-    run_dir, resume_from = resolve_run_dir(config)
+    check_schedule(config, len(train_ds), accelerator.num_processes)
     return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, train_ds, eval_ds,
-                run_dir, resume_from)
+                run_dir, resume_from, fingerprint)
+
+
+def check_schedule(config: TransferConfig, train_images: int, processes: int) -> None:
+    """Every stage makes at least one optimizer update, and MCL at least one interpolation."""
+    batches = batches_per_process(train_images, config.batch_size, processes)
+    if batches == 0:
+        per = f' per process ({processes} processes)' if processes > 1 else ''
+        raise ConfigError(f'{train_images} transfer images make no full batch of {config.batch_size}{per}, so '
+                          f'nothing would be trained; lower --batch-size or use more images')
+    if config.method.uses('mcl_interval'):
+        total = updates_per_epoch(batches, config.grad_accum_steps) * config.epochs
+        if total < config.mcl_interval:
+            raise ConfigError(f'{flag_name("mcl_interval")} {config.mcl_interval} is more than the {total} optimizer '
+                              f'updates of a stage, so the slow weights would never move; use --mcl-interval '
+                              f'{total} or less, or train longer')
 
 
 def push_target(config: TransferConfig) -> PushTarget | None:
@@ -108,6 +134,14 @@ def load_datasets(config: TransferConfig):
     return split(config.train_split, config.train_subset), split(config.val_split, config.eval_subset)
 
 
+def global_batch(plan: Plan) -> str:
+    config, processes = plan.config, plan.accelerator.num_processes
+    parts = [f'{config.batch_size}'] + ([f'{processes} processes'] if processes > 1 else []) + \
+        ([f'{config.grad_accum_steps} accumulated'] if config.grad_accum_steps > 1 else [])
+    total = config.batch_size * processes * config.grad_accum_steps
+    return f'batch {total}' + (f' ({" x ".join(parts)})' if len(parts) > 1 else '')
+
+
 def describe_plan(plan: Plan) -> list[str]:
     """What a dry run prints: the checks passed and what the run would do."""
     config, student = plan.config, plan.student
@@ -120,7 +154,8 @@ def describe_plan(plan: Plan) -> list[str]:
     n_stages = len(plan_stages(list(plan.teachers), config.multi)) if plan.method.needs_teacher else 1
     lines.append(f'  stages: {n_stages} '
                  f'({config.multi or "single"}; order: {config.teacher_order} teacher top-1, measured before '
-                 f'training), {config.epochs} epoch(s) each, batch {config.batch_size}, lr {config.learning_rate}')
+                 f'training), {config.epochs} epoch(s) each, {global_batch(plan)}, lr {config.learning_rate} '
+                 f'(absolute: not scaled by the batch)')
     lines.append(f'  data: {config.dataset} {config.train_split} ({len(plan.train_ds)} images) -> '
                  f'eval on {config.val_split} ({len(plan.eval_ds)} images)')
     lines.append(f'  output: {plan.run_dir}' + (f'; push to {config.push_to_hub} if Δtransf > {config.push_min_delta}'

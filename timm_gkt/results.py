@@ -244,7 +244,10 @@ def lineage(plan, ordered: list[str], metrics: dict) -> list[dict]:
 def write_results(results: dict, config, *folders: Path) -> None:
     """results.json and args.yaml (the run's flags, a ``-c`` config for the same run) into each folder."""
     import yaml
+
+    from .atomic import write_text_atomic
     for path in folders:
         path.mkdir(parents=True, exist_ok=True)
-        (path / 'results.json').write_text(json.dumps(results, indent=2))
-        (path / 'args.yaml').write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+        # args.yaml first: results.json marks a finished run, and neither is ever half written
+        write_text_atomic(path / 'args.yaml', yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+        write_text_atomic(path / 'results.json', json.dumps(results, indent=2))

@@ -12,20 +12,24 @@ The run: preflight (:mod:`~timm_gkt.preflight`) → baseline evaluation and stag
 """
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ''):  # run as a file: accelerate launch timm_gkt/train.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = 'timm_gkt'
 
-from timm_gkt.config import TransferConfig, parse_args
+from timm_gkt.config import DEBUG_ENV, TransferConfig, parse_args
+from timm_gkt.errors import ExportFailed, TrainingFailed
 from timm_gkt.preflight import BAD_INPUT_ERRORS, Plan, describe_plan, preflight, push_target
 
 EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
+EXIT_ERROR = 1  # failed during the run (non-finite loss, export or push failure, anything unexpected)
+EXIT_BAD_INPUT = 2  # refused before any compute
 EXIT_NOT_IMPROVED = 3  # finished, but the gate refused the push
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 def run(config: TransferConfig) -> int:
@@ -76,18 +80,37 @@ def order_stages(plan: Plan, baseline):
     return ordered, stages
 
 
-def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
-    """results.json, the export, the table, the card; then the push when asked and allowed. Main process only."""
+def write_export(plan: Plan, transfer, results: dict, export_dir: Path) -> None:
+    """The export (weights, results, args, card, plots), assembled aside and renamed into place when complete."""
+    from timm_gkt.atomic import staged_folder
     from timm_gkt.export import export_student
-    from timm_gkt.hub import EXIT_ERROR as PUSH_FAILED, EXIT_NOT_IMPROVED as REFUSED, write_card, write_step_summary
+    from timm_gkt.hub import write_card
+    from timm_gkt.results import write_results
+    try:
+        with staged_folder(export_dir) as staging:
+            export_student(transfer.model.cpu(), plan.student, staging, results['lineage'])
+            write_results(results, plan.config, staging)
+            write_card(results, staging)  # without a repo id: a refused or failed push names no repo it never reached
+    except OSError as e:
+        from timm_gkt.rundir import latest_checkpoint
+        checkpoint = latest_checkpoint(plan.run_dir)
+        again = f'continue with --resume {checkpoint}' if checkpoint is not None else 'run again'
+        raise ExportFailed(f'could not write the export to {export_dir} ({e.strerror or e}); nothing was exported or '
+                           f'pushed and no partial export/ was left. Free space (or fix the folder) and {again}'
+                           ) from None
+
+
+def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
+    """The export, results.json, the table, the card; then the push when asked and allowed. Main process only."""
+    from timm_gkt.hub import EXIT_ERROR as PUSH_FAILED, EXIT_NOT_IMPROVED as REFUSED, write_step_summary
     from timm_gkt.hub.publish import publish
     from timm_gkt.results import build_results, format_table, write_results
     run_dir, export_dir = plan.run_dir, plan.run_dir / 'export'
     results = build_results(plan, ordered, transfer.metrics, transfer.history, transfer.derived)
-    export_student(transfer.model.cpu(), plan.student, export_dir, results['lineage'])
-    write_results(results, plan.config, run_dir, export_dir)
+    write_export(plan, transfer, results, export_dir)
+    # last: a run folder with results.json is finished (--resume auto starts afresh there)
+    write_results(results, plan.config, run_dir)
     plan.say('\n' + format_table(results))
-    write_card(results, export_dir)  # without a repo id: a refused or failed push names no repo it never reached
     code, decision = EXIT_OK, 'not pushed (no --push-to-hub)'
     target = push_target(plan.config)
     if target is not None:
@@ -110,12 +133,36 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
+    """The error boundary: whatever happens, one ``error:`` line and an exit code, never a traceback.
+
+    Bad input (found by preflight) exits 2, a run that failed (non-finite loss, export) 1,
+    anything unexpected 1 with a request to rerun with ``--debug`` (or TIMM_GKT_DEBUG=1),
+    which prints the traceback as well.
+    """
+    config = parse_args(argv)  # a usage error is already one line and exit code 2
+    debug = config.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:
         return run(config)
     except BAD_INPUT_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(f'{e}', EXIT_BAD_INPUT, debug)
+    except TrainingFailed as e:
+        return fail(f'{e}', EXIT_ERROR, debug)
+    except KeyboardInterrupt:
+        return fail('interrupted; continue with the same flags and --resume auto (with --experiment) or '
+                    '--resume CHECKPOINT', EXIT_INTERRUPTED, debug)
+    except Exception as e:  # noqa: BLE001 - the boundary: a user sees one line, --debug shows the rest
+        lines = str(e).strip().splitlines()
+        detail = f': {lines[0][:300]}' if lines else ''
+        return fail(f'unexpected {type(e).__name__}{detail}; rerun with --debug (or {DEBUG_ENV}=1) for the '
+                    f'traceback and report it', EXIT_ERROR, debug)
+
+
+def fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    # one line, even when a library's message had several
+    print('error: ' + ' '.join(message.split('\n')), file=sys.stderr)
+    return code
 
 
 if __name__ == '__main__':
