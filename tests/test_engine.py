@@ -35,7 +35,7 @@ def run_loop(task_of, student, x, y, batch_size, *, accum=1, epochs=1, lr=0.1, m
              sched='cosine'):
     """Prepare like setup_stage (loader first, then student and optimizer) and run ``epochs`` of train_one_epoch.
 
-    Returns (task, per-epoch (lr, updates, route_counts)).
+    Returns (task, per-epoch (lr, updates, counts)).
     """
     from accelerate import Accelerator
     from timm.optim import create_optimizer_v2
@@ -120,5 +120,5 @@ def test_mixup_soft_targets_reach_dp_routing_unsmoothed():
         assert torch.allclose(soft, expected.float(), atol=1e-6)
         to_teacher += int(((soft @ p_teacher) > (soft @ p_frozen)).sum())
         hard_to_teacher += int((p_teacher[hard] > p_frozen[hard]).sum())
-    assert len(seen) == 5 and routes.tolist() == [40 - to_teacher, to_teacher]
+    assert len(seen) == 5 and routes['route_counts'].tolist() == [40 - to_teacher, to_teacher]
     assert to_teacher != hard_to_teacher  # the test tells soft routing from routing by the unmixed labels

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--dataset-download', action='store_true', help='let torch/ datasets download when missing')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
                    help='use the first N transfer images (quick runs; 0 = all)')
+    g.add_argument('--data-in-memory', action='store_true',
+                   help='decode the training images once and augment batches on the device (small datasets; '
+                        'flips only: needs --scale 1 1 --ratio 1 1 and no colour jitter, AutoAugment or erasing)')
     g.add_argument('--eval-subset', type=int, default=0, metavar='N',
                    help='evaluate on the first N images only (quick runs; 0 = all)')
 
@@ -151,6 +154,7 @@ class TransferConfig:
     dataset_download: bool = False
     train_subset: int = 0
     eval_subset: int = 0
+    data_in_memory: bool = False
     # model and loader
     pretrained: bool = True
     initial_checkpoint: str = ''
@@ -420,6 +424,12 @@ def check_flags(config: TransferConfig) -> None:
     if config.smoothing and not (config.mixup > 0 or config.cutmix > 0):
         raise ConfigError(f'--smoothing {config.smoothing} smooths mixup/cutmix targets, and neither is on; '
                           f'add --mixup or --cutmix, or leave --smoothing out')
+    if config.data_in_memory:
+        from .memdata import unsupported_augmentation
+        bad = unsupported_augmentation(config)
+        if bad:
+            raise ConfigError(f'--data-in-memory replays flips only, not {", ".join(bad)}; use --scale 1 1 '
+                              f'--ratio 1 1 without colour jitter, AutoAugment or erasing, or drop --data-in-memory.')
     if config.resume == 'auto' and not config.experiment:
         raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
 

@@ -77,6 +77,8 @@ def preflight(config: TransferConfig) -> Plan:
     teachers = load_teachers(config, student, accelerator.print)
     train_ds, eval_ds = load_datasets(config)
     check_dataset_labels(student, train_ds, config.dataset)
+    if config.data_in_memory:
+        check_fits_in_memory(len(train_ds), student.preprocessing.input_size)
     check_schedule(config, len(train_ds), accelerator.num_processes)
     return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, train_ds, eval_ds,
                 run_dir, resume_from, fingerprint)
@@ -95,6 +97,14 @@ def check_schedule(config: TransferConfig, train_images: int, processes: int) ->
             raise ConfigError(f'{flag_name("mcl_interval")} {config.mcl_interval} is more than the {total} optimizer '
                               f'updates of a stage, so the slow weights would never move; use --mcl-interval '
                               f'{total} or less, or train longer')
+
+
+def check_fits_in_memory(num_images: int, input_size) -> None:
+    from .memdata import MAX_BYTES, decoded_bytes
+    size = decoded_bytes(num_images, input_size)
+    if size > MAX_BYTES:
+        raise ConfigError(f'--data-in-memory would hold {size / 1024 ** 3:.1f} GiB of decoded training images '
+                          f'(limit {MAX_BYTES / 1024 ** 3:.0f} GiB); drop --data-in-memory or use --train-subset.')
 
 
 def push_target(config: TransferConfig) -> PushTarget | None:

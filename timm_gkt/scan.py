@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument('-j', '--workers', type=int, default=0)
     p.add_argument('--eval-subset', type=int, default=0, help='first N images only (0 = all)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument('--predictor', default=None, metavar='JSON',
+                   help='gain-predictor coefficients (default: the file fitted on the zoo study, shipped in the package)')
     p.add_argument('--markdown', action='store_true', help='with --zoo: print the matrix as a markdown table')
     args = p.parse_args(argv)
     common = dict(dataset=args.dataset, data_dir=args.data_dir, split=args.val_split, batch_size=args.batch_size,
@@ -139,7 +141,9 @@ def main(argv=None) -> int:
     except (ModelSpecError, LabelSpaceError, DataUnavailableError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else format_scan(result))
+    from .predictor import COEFFICIENTS, Predictor, annotate_scan, format_prediction
+    result = annotate_scan(result, Predictor.load(Path(args.predictor) if args.predictor else COEFFICIENTS))
+    print(json.dumps(result, indent=2) if args.json else '\n'.join([format_scan(result), *format_prediction(result)]))
     return 0
 
 
