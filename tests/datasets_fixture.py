@@ -58,15 +58,19 @@ def write_split(folder: Path, images: torch.Tensor, labels: torch.Tensor, indice
 
 def build_fashion_folder(root: Path, data_dir: Path, train_per_class: int = TRAIN_PER_CLASS,
                          val_per_class: int = VAL_PER_CLASS, skip_val_class: str | None = None) -> FolderDataset:
-    """train/ from Fashion-MNIST's train split, validation/ from its test split (held-out images)."""
-    train_x, train_y = load_fashion_mnist_tensors(data_dir, train=True)
-    test_x, test_y = load_fashion_mnist_tensors(data_dir, train=False)
+    """validation/ = the first ``val_per_class`` test images of each class, train/ = the next ``train_per_class``.
+
+    Both come from Fashion-MNIST's test split (10k images load in a fraction of the time of
+    the 60k training split); the two folders never share an image.
+    """
+    images, labels = load_fashion_mnist_tensors(data_dir, train=False)
     indices = {
-        'train': write_split(root / 'train', train_x, train_y, first_per_class(train_y, train_per_class)),
-        'validation': write_split(root / 'validation', test_x, test_y, first_per_class(test_y, val_per_class),
+        'train': write_split(root / 'train', images, labels,
+                             first_per_class(labels, train_per_class, skip=val_per_class)),
+        'validation': write_split(root / 'validation', images, labels, first_per_class(labels, val_per_class),
                                   skip_class=skip_val_class),
     }
-    return FolderDataset(root, indices, {'train': 'train', 'validation': 'test'})
+    return FolderDataset(root, indices, {'train': 'test', 'validation': 'test'})
 
 
 def build_fashion_hfds(folder: Path, out: Path) -> Path:
