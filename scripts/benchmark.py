@@ -24,17 +24,19 @@ def measure(student: str, teacher: str, data_dir: str, workers: int, threads: in
     import torch
     torch.set_num_threads(threads)
     sys.path.insert(0, str(ROOT))
-    from timm_gkt import train
+    from timm_gkt.config import parse_args
     from timm_gkt.data import create_image_dataset
+    from timm_gkt.engine import create_train_loader
+    from timm_gkt.frozen import FrozenModel, frozen_copy
     from timm_gkt.models import load_model
-    from timm_gkt.tasks import FrozenModel, KLDPTask, frozen_copy
+    from timm_gkt.preflight import subset
+    from timm_gkt.tasks import KLDPTask
     s, t = load_model(student), load_model(teacher)
     dev = torch.device(device)
     s.model.to(dev).train()
-    ds = train.subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'), batch_size * (batches + 5))
-    args = train.build_parser().parse_args(['--model', student])
-    args.workers, args.batch_size = workers, batch_size
-    loader = train.create_train_loader(args, ds, s)
+    ds = subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'), batch_size * (batches + 5))
+    config = parse_args(['--model', student, '--workers', str(workers), '--batch-size', str(batch_size)])
+    loader = create_train_loader(config, ds, s)
     task = KLDPTask(s.model, FrozenModel(t.model, s.preprocessing, t.preprocessing).to(dev),
                     frozen_copy(s.model, s.preprocessing).to(dev))
     opt = torch.optim.SGD(s.model.parameters(), lr=1e-3, momentum=0.9)
