@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,104 +23,163 @@ from .spec import ModelSpec, parse_spec
 
 DESCRIPTION = "Transfer a teacher's complementary knowledge into a pretrained timm student."
 DEFAULT_LR = 1e-3  # METHOD.md's zoo-scale runs; the paper used 1e-4 * batch / 256
+DEFAULT_DATASET = 'torch/fashion_mnist'
+DEFAULT_DATA_DIR = 'data'
 
 
 class ConfigError(ValueError):
     """Flags that contradict each other or a config file with unknown keys."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default, once: a help text that already states its default (``--lr``) is left as it is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f'{text} (default: %(default)s)'.lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='timm_gkt.train', description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group('Dataset')
-    g.add_argument('--data-dir', default='data', help='dataset root')
-    g.add_argument('--dataset', '-d', default='torch/fashion_mnist', help='timm dataset name (torch/..., hfds/..., folder)')
-    g.add_argument('--train-split', default='train')
-    g.add_argument('--val-split', default='test', help='held-out split every metric is computed on')
+    p = argparse.ArgumentParser(prog='timm_gkt.train', description=DESCRIPTION, formatter_class=HelpFormatter)
+    g = p.add_argument_group('Dataset (see README, "Your own data")')
+    g.add_argument('--data-dir', default=None,
+                   help=f'dataset root: the folder holding train/ and validation/ (folders), the datasets cache '
+                        f'(hfds/) or FashionMNIST/ (torch/) (default: {DEFAULT_DATA_DIR})')
+    g.add_argument('--dataset', '-d', default=None,
+                   help=f'timm dataset: torch/NAME, hfds/NAME or folder (timm\'s ImageFolder layout under '
+                        f'--data-dir) (default: {DEFAULT_DATASET}; a --data-dir without Fashion-MNIST needs it)')
+    g.add_argument('--train-split', default='train',
+                   help='transfer images: a split name, or a slice such as "train[:55000]" or "train[:90%%]"')
+    g.add_argument('--val-split', default=None,
+                   help='held-out split every metric is computed on; a split name or a slice such as '
+                        '"train[55000:]" (default: test for torchvision datasets with only train and test, '
+                        'such as Fashion-MNIST; validation otherwise)')
+    g.add_argument('--class-map', default='',
+                   help='timm\'s class map: a .txt file with one class (folder) name per line, line number = the '
+                        'model\'s class index (folder and hfds/ datasets; default: none, classes matched by name)')
+    g.add_argument('--trust-label-order', action='store_true',
+                   help='accept dataset target i as model class i when no class names exist to check the order')
     g.add_argument('--dataset-download', action='store_true', help='let torch/ datasets download when missing')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
-                   help='use the first N transfer images (quick runs; 0 = all)')
+                   help='transfer on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
     g.add_argument('--eval-subset', type=int, default=0, metavar='N',
-                   help='evaluate on the first N images only (quick runs; 0 = all)')
+                   help='evaluate on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
 
     g = p.add_argument_group('Model')
-    g.add_argument('--model', required=False, help='student: timm name, hf-hub:ORG/REPO or local-dir:PATH')
+    g.add_argument('--model', required=False,
+                   help='student: timm name (short names such as pit_b resolve to pit_b_224), hf-hub:ORG/REPO or '
+                        'local-dir:PATH (required)')
     g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
                    help='load the student\'s pretrained weights (a transfer needs a trained student)')
     g.add_argument('--initial-checkpoint', default='', help='load these student weights after creation')
     g.add_argument('--resume', default='', help="continue from a checkpoint folder of this trainer, or 'auto'")
-    g.add_argument('-b', '--batch-size', type=int, default=128)
-    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    g.add_argument('-b', '--batch-size', type=int, default=128,
+                   help='images per process and step; the global batch is this times the number of processes')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None,
+                   help='evaluation batch per process (default: twice --batch-size)')
     g.add_argument('-j', '--workers', type=int, default=None,
                    help='loader processes per rank (default: 0 on machines with 2 cores or fewer, else 4)')
-    g.add_argument('--grad-accum-steps', type=int, default=1)
+    g.add_argument('--grad-accum-steps', type=int, default=1, help='batches per optimizer step')
+    _add_refused_flags(g)
 
     g = p.add_argument_group('Optimizer and schedule')
     g.add_argument('--opt', default='sgd', help='timm optimizer name')
     g.add_argument('--lr', type=float, default=None,
-                   help=f'learning rate (default: {DEFAULT_LR:g} for the small zoo-scale runs of METHOD.md; '
-                        f'the paper used 1e-4 * batch/256)')
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=1e-4)
-    g.add_argument('--clip-grad', type=float, default=None)
-    g.add_argument('--sched', default='cosine')
-    g.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=True)
+                   help=f'learning rate, for the global batch (default: {DEFAULT_LR:g} for the small zoo-scale runs '
+                        f'of METHOD.md; the paper used 1e-4 * global batch/256)')
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--weight-decay', type=float, default=1e-4, help='weight decay')
+    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm at this value (default: no '
+                                                                  'clipping)')
+    g.add_argument('--sched', default='cosine', help='timm scheduler name')
+    g.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=True,
+                   help='step the schedule every optimizer update rather than every epoch')
     g.add_argument('--epochs', type=int, default=2, help='epochs per stage')
-    g.add_argument('--warmup-epochs', type=int, default=0)
-    g.add_argument('--warmup-lr', type=float, default=1e-5)
-    g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--warmup-epochs', type=int, default=0, help='linear warm-up epochs')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, help='learning rate the warm-up starts from')
+    g.add_argument('--min-lr', type=float, default=0.0, help='lower bound of the schedule')
 
     _add_augmentation_flags(p.add_argument_group('Augmentation (timm transforms; gentle defaults for small images)'))
     _add_transfer_flags(p.add_argument_group('Knowledge transfer'))
     g = p.add_argument_group('Hub')
-    g.add_argument('--push-to-hub', default=None, metavar='REPO_ID', help='push the student if it passes the gate')
-    g.add_argument('--hub-private', action='store_true')
-    g.add_argument('--hub-revision', default=None)
-    g.add_argument('--hub-create-pr', action='store_true')
+    g.add_argument('--push-to-hub', default=None, metavar='REPO_ID',
+                   help='push the student if it passes the gate (default: no push)')
+    g.add_argument('--hub-private', action='store_true', help='create the repository private')
+    g.add_argument('--hub-revision', default=None, help='branch to push to (default: main)')
+    g.add_argument('--hub-create-pr', action='store_true', help='open a pull request instead of committing')
     g.add_argument('--push-min-delta', type=float, default=0.0, help='push only if Δtransf exceeds this (points)')
-    g.add_argument('--push-max-pvalue', type=float, default=None, help='push only if McNemar p is at most this')
+    g.add_argument('--push-max-pvalue', type=float, default=None,
+                   help='push only if McNemar p is at most this (default: no p-value gate)')
 
     g = p.add_argument_group('Misc')
     g.add_argument('--amp', action='store_true', help='mixed precision (Accelerate)')
-    g.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'))
-    g.add_argument('--seed', type=int, default=42)
-    g.add_argument('--log-interval', type=int, default=50)
+    g.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'), help='mixed precision type')
+    g.add_argument('--seed', type=int, default=42, help='seed of models, loaders and the subsets\' samples')
+    g.add_argument('--log-interval', type=int, default=50, help='kept for timm configs; progress bars show progress')
     g.add_argument('--checkpoint-hist', type=int, default=2, help='epoch checkpoints to keep')
-    g.add_argument('--output', default='output/train')
-    g.add_argument('--experiment', default='')
+    g.add_argument('--output', default='output/train', help='parent folder of run folders')
+    g.add_argument('--experiment', default='', help='run folder name (default: date, student and method)')
     return p
 
 
 def _add_augmentation_flags(g) -> None:
-    g.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.0), metavar=('MIN', 'MAX'))
-    g.add_argument('--ratio', type=float, nargs=2, default=(0.9, 1.1), metavar=('MIN', 'MAX'))
-    g.add_argument('--hflip', type=float, default=0.5)
-    g.add_argument('--vflip', type=float, default=0.0)
-    g.add_argument('--color-jitter', type=float, default=0.0)
-    g.add_argument('--aa', default=None, help='auto-augment policy, e.g. rand-m9-mstd0.5')
-    g.add_argument('--reprob', type=float, default=0.0)
-    g.add_argument('--mixup', type=float, default=0.0)
-    g.add_argument('--cutmix', type=float, default=0.0)
-    g.add_argument('--mixup-prob', type=float, default=1.0)
-    g.add_argument('--no-aug', action='store_true')
+    g.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.0), metavar=('MIN', 'MAX'),
+                   help='random resized crop: area range')
+    g.add_argument('--ratio', type=float, nargs=2, default=(0.9, 1.1), metavar=('MIN', 'MAX'),
+                   help='random resized crop: aspect ratio range')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0.0, help='vertical flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.0, help='colour jitter strength')
+    g.add_argument('--aa', default=None, help='auto-augment policy, e.g. rand-m9-mstd0.5 (default: none)')
+    g.add_argument('--reprob', type=float, default=0.0, help='random erasing probability')
+    g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (0: off)')
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (0: off)')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
+    g.add_argument('--no-aug', action='store_true', help='no augmentation at all')
+
+
+# timm flags users reach for first that a transfer cannot honour: accepted by the parser so the error says why
+REFUSED_FLAGS = {
+    'img_size': 'each model reads images at the input size of its pretrained config (a different size would '
+                'change what the pretrained student and teachers see); export the model with the size you want',
+    'input_size': 'each model reads images at the input size of its pretrained config; export the model with the '
+                  'input size you want',
+    'smoothing': 'label smoothing would pull the student away from what it knew toward uniform targets, which '
+                 'transfer must not do; remove the flag (the teachers\' soft targets are the smoothing)',
+    'model_ema': 'timm\'s weight EMA would export an average the transfer metrics never evaluated; use '
+                 '--transfer-method xekl-mcl, whose slow weights are the evaluated and exported student',
+}
+
+
+def _add_refused_flags(g) -> None:
+    g.add_argument('--img-size', type=int, default=None, help='refused: each model keeps its own input size')
+    g.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
+                   help='refused: each model keeps its own input size')
+    g.add_argument('--smoothing', type=float, default=0.0, help='refused: label smoothing (see README)')
+    g.add_argument('--model-ema', action='store_true', help='refused: timm\'s weight EMA (see README)')
 
 
 def _add_transfer_flags(g) -> None:
-    g.add_argument('--teachers', default='', help='comma-separated teacher specs')
+    g.add_argument('--teachers', default='', help='comma-separated teacher specs (short timm names resolve too)')
     g.add_argument('--transfer-teacher', action='append', default=[], metavar='SPEC', help='one teacher (repeatable)')
     g.add_argument('--transfer-method', default=DEFAULT_METHOD, choices=list(METHODS),
                    help='; '.join(f'{m.name}: {m.title}' for m in METHODS.values()))
     g.add_argument('--dp-mode', default='supervised', choices=('supervised', 'unsupervised'),
                    help='KL+DP routing by true-class probability (supervised) or confidence (no labels)')
-    g.add_argument('--kd-temperature', type=float, default=1.0)
+    g.add_argument('--kd-temperature', type=float, default=1.0, help='distillation temperature T')
     g.add_argument('--xe-weight', type=float, default=0.3, help='XE-KL: weight of CE; KL gets 1 - this (paper λ = 0.7)')
     g.add_argument('--mcl-momentum', type=float, default=None,
                    help='MCL τ (default: 0.9999 scaled to the run length so the initial student keeps ~61%%)')
     g.add_argument('--mcl-interval', type=int, default=2, help='MCL: interpolate every N optimizer steps')
-    g.add_argument('--multi-teacher', default='sequential', choices=MULTI_TEACHER_MODES)
+    g.add_argument('--multi-teacher', default='sequential', choices=MULTI_TEACHER_MODES,
+                   help='several teachers: one stage each, all at once, or a soup of per-teacher transfers')
     g.add_argument('--teacher-order', default='ascending', choices=TEACHER_ORDERS,
                    help='sequential stage order by measured teacher top-1')
-    g.add_argument('--dry-run', action='store_true', help='resolve models, check labels, data and credentials, print the plan, exit')
+    g.add_argument('--dry-run', action='store_true',
+                   help='resolve models, check weights (without downloading them), labels, splits, data and '
+                        'credentials, print the plan, exit')
 
 
 @dataclass(frozen=True)
@@ -128,10 +188,12 @@ class TransferConfig:
     model: ModelSpec
     teachers: tuple[ModelSpec, ...] = ()
     # dataset
-    data_dir: str = 'data'
-    dataset: str = 'torch/fashion_mnist'
+    data_dir: str = DEFAULT_DATA_DIR
+    dataset: str = DEFAULT_DATASET
     train_split: str = 'train'
-    val_split: str = 'test'
+    val_split: str = 'test'  # parse_args resolves the per-dataset default (timm_gkt.splits.default_val_split)
+    class_map: str = ''
+    trust_label_order: bool = False
     dataset_download: bool = False
     train_subset: int = 0
     eval_subset: int = 0
@@ -199,6 +261,11 @@ class TransferConfig:
         values['model'] = parse_spec(ns.model)
         values['teachers'] = tuple(parse_spec(t) for t in teacher_specs(ns.teachers, ns.transfer_teacher))
         values['scale'], values['ratio'] = tuple(ns.scale), tuple(ns.ratio)
+        values['dataset'] = DEFAULT_DATASET if ns.dataset is None else ns.dataset
+        values['data_dir'] = DEFAULT_DATA_DIR if ns.data_dir is None else str(ns.data_dir)
+        if ns.val_split is None:
+            from .splits import default_val_split
+            values['val_split'] = default_val_split(values['dataset'])
         return cls(**values)
 
     @property
@@ -251,31 +318,75 @@ def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
 
 
 def parse_args(argv=None) -> TransferConfig:
-    """timm's two-step parse: ``-c config.yaml`` sets defaults, the command line overrides them."""
+    """timm's two-step parse: ``-c config.yaml`` sets defaults, the command line overrides them.
+
+    Flags that contradict the data or cannot be honoured raise :class:`ConfigError` (one sentence);
+    argparse's own usage errors (an unknown flag, a bad choice) exit 2 as usual.
+    """
     config_parser = argparse.ArgumentParser(add_help=False)
     config_parser.add_argument('-c', '--config', default='')
     config_args, remaining = config_parser.parse_known_args(argv)
     parser = build_parser()
-    parser.add_argument('-c', '--config', default='', help='YAML file of flag defaults (timm style)')
+    parser.add_argument('-c', '--config', default='',
+                        help="YAML of flag defaults: a run's args.yaml, or one written by timm's train.py "
+                             "(default: none)")
     if config_args.config:
         parser.set_defaults(**read_config_file(parser, Path(config_args.config)))
     args = parser.parse_args(remaining)
     if not args.model:
-        parser.error('--model is required (a timm name, hf-hub:ORG/REPO or local-dir:PATH)')
+        raise ConfigError('--model is required; give the student as a timm name, hf-hub:ORG/REPO or local-dir:PATH')
+    for dest, why in REFUSED_FLAGS.items():
+        if getattr(args, dest) not in (None, False, 0, 0.0):
+            raise ConfigError(f'--{dest.replace("_", "-")} is not supported with transfer: {why}')
+    check_dataset_named(args.dataset, args.data_dir)
     return TransferConfig.from_namespace(args)
 
 
+def check_dataset_named(dataset: str | None, data_dir: str | None) -> None:
+    """``--data-dir`` without ``--dataset`` is accepted only for a folder that holds Fashion-MNIST (the default
+    dataset): for any other folder the run would copy Fashion-MNIST into it and evaluate on that instead."""
+    if dataset is not None or data_dir is None:
+        return
+    from .data import fashion_mnist_ready
+    if not fashion_mnist_ready(data_dir):
+        raise ConfigError(f'--data-dir {data_dir} was given without --dataset and holds no Fashion-MNIST (the default '
+                          f'dataset); name the data: --dataset folder for {data_dir}/train/<class>/<images>, '
+                          f'--dataset hfds/NAME for a Hugging Face dataset, or --dataset {DEFAULT_DATASET} to put '
+                          f'Fashion-MNIST there')
+
+
+def _first_process() -> bool:
+    return os.environ.get('RANK', '0') == '0'
+
+
 def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
-    """A YAML of flag defaults; unknown keys are a usage error (exit 2)."""
+    """A YAML of flag defaults: a run's args.yaml, or one written by timm's train.py.
+
+    :mod:`timm_gkt.timm_config` sorts a timm config's keys: used, ignored (listed in one
+    warning line), refused or unknown (both raise ConfigError).
+    """
+    from .timm_config import TimmConfigError, check_config_keys
     if not path.is_file():
-        parser.error(f'config file {path} does not exist')
-    cfg = yaml.safe_load(path.read_text()) or {}
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(k for k in cfg if k.replace('-', '_') not in known)
-    if unknown:
-        parser.error(f'unknown keys in {path}: {", ".join(unknown)} (use flag names with _ for -)')
-    return {k.replace('-', '_'): (','.join(v) if k == 'teachers' and isinstance(v, list) else v)
-            for k, v in cfg.items()}
+        raise ConfigError(f'config file {path} does not exist; give the path of a YAML file of flags')
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f'config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file') from None
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f'config file {path} is not a mapping of flag names to values; write one "flag: value" '
+                          f'per line')
+    # the refused flags exist only to explain themselves; in a timm config they are timm's and get ignored
+    own = {a.dest for a in parser._actions} - set(REFUSED_FLAGS) - {'help'}
+    try:
+        keys = check_config_keys(cfg, own, source=str(path))
+    except TimmConfigError as e:
+        raise ConfigError(str(e)) from None
+    warning = keys.warning()
+    if warning and _first_process():
+        print(warning, file=sys.stderr)
+    return {k: (','.join(v) if k == 'teachers' and isinstance(v, list) else v) for k, v in keys.used.items()}
 
 
 def check_flags(config: TransferConfig) -> None:
@@ -298,6 +409,12 @@ def check_flags(config: TransferConfig) -> None:
         raise ConfigError('--xe-weight must lie in [0, 1].')
     if config.epochs < 1:
         raise ConfigError('--epochs must be at least 1.')
+    for flag, n in (('--train-subset', config.train_subset), ('--eval-subset', config.eval_subset)):
+        if n < 0:
+            raise ConfigError(f'{flag} {n} is negative; give a number of images, or 0 for all.')
+    if config.initial_checkpoint and not Path(config.initial_checkpoint).is_file():
+        raise ConfigError(f'--initial-checkpoint {config.initial_checkpoint} does not exist; give a checkpoint file '
+                          f'of the student.')
     if config.resume and config.resume != 'auto' and not Path(config.resume).is_dir():
         raise ConfigError(f'--resume {config.resume}: no such checkpoint folder; give one under '
                           f'OUTPUT/EXPERIMENT/checkpoints/ or use --resume auto.')

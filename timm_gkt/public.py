@@ -8,6 +8,7 @@ set only when the data came from the Hub.
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -76,6 +77,30 @@ def public_args(args: Mapping[str, Any], cwd: str | Path | None = None) -> dict[
             out[key] = [public_model_ref(str(s)) for s in value]
         elif key == 'dataset' and isinstance(value, str):
             out[key] = public_dataset_ref(value, cwd)
+    return out
+
+
+def public_results(results: Mapping[str, Any]) -> dict[str, Any]:
+    """results.json as it may be pushed: model specs by :func:`public_model_ref` (Hub models with their revision
+    where known), the dataset by :func:`public_dataset_ref`; everything else as it is."""
+    out = copy.deepcopy(dict(results))
+    source = out.get('student_source') or {}
+    revisions = {t.get('spec'): t.get('revision') for t in out.get('teachers') or []}
+    revisions[source.get('spec')] = source.get('revision')
+
+    def ref(spec):
+        return public_model_ref(spec, revisions.get(spec)) if isinstance(spec, str) and spec else spec
+
+    out['student'] = ref(out.get('student'))
+    if source:
+        source['spec'] = ref(source.get('spec'))
+    for t in out.get('teachers') or []:
+        t['spec'] = ref(t.get('spec'))
+    for generation in out.get('lineage') or []:
+        generation['student'] = ref(generation.get('student'))
+        generation['teachers'] = [ref(t) for t in generation.get('teachers') or []]
+    if out.get('dataset'):
+        out['dataset'] = public_dataset_ref(out['dataset'])
     return out
 
 

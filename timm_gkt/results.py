@@ -189,6 +189,7 @@ def build_results(plan, ordered: list[str], metrics: dict, history: list[dict], 
         'stage_order': [plan.teachers[s].name for s in ordered],
         'dataset': config.dataset, 'train_split': config.train_split, 'eval_split': config.val_split,
         'eval_samples': metrics['eval_samples'],
+        'data': plan.data.record(),  # splits as read, seeded subsets, how the labels were matched
         'label_names': list(student.label_names) if student.label_names else None,
         **{k: metrics[k] for k in ('top1_before', 'top1_after', 'transfer_delta', 'knowledge_gain', 'knowledge_loss',
                                    'gains', 'losses', 'p_value')},
@@ -241,10 +242,17 @@ def lineage(plan, ordered: list[str], metrics: dict) -> list[dict]:
     return generations
 
 
-def write_results(results: dict, config, *folders: Path) -> None:
-    """results.json and args.yaml (the run's flags, a ``-c`` config for the same run) into each folder."""
+def write_results(results: dict, config, *folders: Path, public: bool = False) -> None:
+    """results.json and args.yaml (the run's flags, a ``-c`` config for the same run) into each folder.
+
+    ``public``: the copies a push uploads, with local paths reduced to names (:mod:`timm_gkt.public`).
+    """
     import yaml
+    args = config.to_yaml_dict()
+    if public:
+        from .public import public_args, public_results
+        results, args = public_results(results), public_args(args)
     for path in folders:
         path.mkdir(parents=True, exist_ok=True)
         (path / 'results.json').write_text(json.dumps(results, indent=2))
-        (path / 'args.yaml').write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+        (path / 'args.yaml').write_text(yaml.safe_dump(args, sort_keys=False))

@@ -82,12 +82,16 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
     from timm_gkt.hub import EXIT_ERROR as PUSH_FAILED, EXIT_NOT_IMPROVED as REFUSED, write_card, write_step_summary
     from timm_gkt.hub.publish import publish
     from timm_gkt.results import build_results, format_table, write_results
+    from timm_gkt.public import public_results
     run_dir, export_dir = plan.run_dir, plan.run_dir / 'export'
     results = build_results(plan, ordered, transfer.metrics, transfer.history, transfer.derived)
-    export_student(transfer.model.cpu(), plan.student, export_dir, results['lineage'])
-    write_results(results, plan.config, run_dir, export_dir)
+    # export/ is what a push uploads: it names local models and data by folder name, never by path
+    public = public_results(results)
+    export_student(transfer.model.cpu(), plan.student, export_dir, public['lineage'])
+    write_results(results, plan.config, run_dir)
+    write_results(results, plan.config, export_dir, public=True)
     plan.say('\n' + format_table(results))
-    write_card(results, export_dir)  # without a repo id: a refused or failed push names no repo it never reached
+    write_card(public, export_dir)  # without a repo id: a refused or failed push names no repo it never reached
     code, decision = EXIT_OK, 'not pushed (no --push-to-hub)'
     target = push_target(plan.config)
     if target is not None:
@@ -100,7 +104,8 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
             plan.say(f'error: {outcome.message}')
         else:
             results['pushed'] = outcome.url
-            write_results(results, plan.config, run_dir, export_dir)
+            write_results(results, plan.config, run_dir)
+            write_results(results, plan.config, export_dir, public=True)
         if outcome.code != PUSH_FAILED:
             plan.say(outcome.message)
     write_step_summary(results, decision)
@@ -110,9 +115,8 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
     try:
-        return run(config)
+        return run(parse_args(argv))
     except BAD_INPUT_ERRORS as e:
         print(f'error: {e}', file=sys.stderr)
         return EXIT_BAD_INPUT
