@@ -182,18 +182,50 @@ def open_data(config, source: DataSource, student, say=print) -> RunData:
             bases[split.key] = read_split(config, split)
     if source.train.key == source.eval.key:
         check_disjoint(source.train, source.eval, len(bases[source.train.key]))
-    parts = []
-    for role, split, n, flag in (('train', source.train, config.train_subset, '--train-subset'),
-                                 ('eval', source.eval, config.eval_subset, '--eval-subset')):
-        ds = apply_slice(bases[split.key], split.slice)
-        match = align_dataset_labels(ds, student.model, model_name=student.name, dataset=f'{name} {split.requested}',
-                                     trust_order=config.trust_label_order, class_map=source.class_to_idx is not None)
-        for line in match.describe():
-            say(line)
-        images = len(ds)
-        ds, record = subset_record(ds, n, config.seed, flag)
-        parts.append(SplitData(role, split, ds, images, record, match))
-    return RunData(config.dataset, name, config.class_map, parts[0], parts[1], head_label_names(student, parts[1].labels))
+    train = _open_split(config, 'train', source.train, bases[source.train.key], student, name, source, say)
+    evaluation = _open_split(config, 'eval', source.eval, bases[source.eval.key], student, name, source, say)
+    return RunData(config.dataset, name, config.class_map, train, evaluation, head_label_names(student, evaluation.labels))
+
+
+def _open_split(config, role: str, split: ResolvedSplit, base, student, name: str, source: DataSource,
+                say) -> SplitData:
+    """Steps 3 and 4 for one split of an opened base dataset."""
+    ds = apply_slice(base, split.slice)
+    match = align_dataset_labels(ds, student.model, model_name=student.name, dataset=f'{name} {split.requested}',
+                                 trust_order=config.trust_label_order, class_map=source.class_to_idx is not None)
+    for line in match.describe():
+        say(line)
+    images = len(ds)
+    n, flag = (config.train_subset, '--train-subset') if role == 'train' else (config.eval_subset, '--eval-subset')
+    ds, record = subset_record(ds, n, config.seed, flag)
+    return SplitData(role, split, ds, images, record, match)
+
+
+@dataclass(frozen=True)
+class EvalFlags:
+    """The data flags of a command that only evaluates (scan); a TransferConfig has the same names."""
+    dataset: str
+    data_dir: str
+    val_split: str
+    class_map: str = ''
+    trust_label_order: bool = False
+    eval_subset: int = 0
+    seed: int = 42
+    dataset_download: bool = False
+
+
+def open_eval_data(flags: EvalFlags, student, say=print) -> SplitData:
+    """The evaluation split alone, checked, label-aligned to ``student`` and subset as in a transfer run."""
+    class_to_idx = check_data_source(flags)
+    split = resolve_split(flags.dataset, flags.data_dir, flags.val_split)
+    if split.note:
+        say(f'note: {split.note}')
+    if class_to_idx is not None and dataset_kind(flags.dataset) == 'folder':
+        check_class_map_covers(Path(flags.data_dir) / split.timm_split, class_to_idx,
+                               f'--class-map {public_path(flags.class_map)}')
+    source = DataSource(class_to_idx, split, split)
+    return _open_split(flags, 'eval', split, read_split(flags, split), student,
+                       data_name(flags.dataset, flags.data_dir), source, say)
 
 
 def head_label_names(student, match: LabelMatch) -> tuple[str, ...] | None:
