@@ -67,8 +67,14 @@ def test_each_method_runs_and_reports(method, tmp_path, micro_zoo, data_dir):
     from timm_gkt.evaluation import predict, top1
     from timm_gkt.data import create_image_dataset
     from timm_gkt.models import load_model
+    from timm_gkt.subsets import indices_fingerprint, stratified_subset_indices
     m = load_model(f'local-dir:{export}')
-    ds = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'test'), range(400))
+    full = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
+    # --eval-subset 400 with --seed 3: a seeded class-stratified sample, recorded by its fingerprint
+    indices = stratified_subset_indices(full.targets, 400, seed=3)
+    assert r['data']['eval']['subset']['fingerprint'] == indices_fingerprint(indices)
+    assert r['data']['eval']['subset']['per_class'] == {name: 40 for name in m.label_names}
+    ds = torch.utils.data.Subset(full, indices.tolist())
     (pred,), target = predict([m.model], [m.preprocessing], ds, progress=False)
     assert abs(top1(pred, target) - r['top1_after']) < 1e-6
 
@@ -223,7 +229,8 @@ def test_teacher_with_permuted_label_names_is_mapped(tmp_path, micro_zoo, data_d
 
 
 def test_two_processes_match_one(tmp_path, micro_zoo, data_dir):
-    """accelerate launch --multi_gpu --num_processes 2 on CPU: two gloo processes, same result as one.
+    """accelerate launch --multi_gpu --num_processes 2 on CPU, as the README says (no ACCELERATE_USE_CPU): two gloo
+    processes, same result as one.
 
     LayerNorm student (BatchNorm statistics are per process); no augmentation (each process
     draws its own random crops); per-process batch halved so the global batch is the same.
@@ -231,7 +238,8 @@ def test_two_processes_match_one(tmp_path, micro_zoo, data_dir):
     common = ['timm_gkt/train.py', '--model', spec(micro_zoo, 'q_vit'), '--teachers', spec(micro_zoo, 'q_cnn'),
               '--data-dir', str(data_dir), '--output', str(tmp_path), '--no-aug', '--train-subset', '384',
               '--eval-subset', '400', '--epochs', '1', '--seed', '3', '-j', '0']
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='1')
+    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
+    env['OMP_NUM_THREADS'] = '1'
     accelerate = [sys.executable, '-m', 'accelerate.commands.launch']
     one = subprocess.run([*accelerate, '--num_processes', '1', '--num_machines', '1', '--mixed_precision', 'no',
                           '--dynamo_backend', 'no', *common, '-b', '64', '--experiment', 'one'],
