@@ -38,7 +38,9 @@ def test_public_results_name_models_by_folder_or_repo_and_revision():
         lineage=[{'generation': 1, 'student': 'local-dir:/home/alice/zoo/vit_a',
                   'teachers': ['hf-hub:org/teacher'], 'method': 'kldp'}])
     results['teachers'][0].update(spec='hf-hub:org/teacher', revision='abc123')
+    results['epochs'][0]['routed'] = {'local-dir:/home/alice/zoo/convnext_a': 29.0}
     public = public_results(results)
+    assert public['epochs'][0]['routed'] == {'local-dir:convnext_a': 29.0}
     assert public['student'] == public['student_source']['spec'] == 'local-dir:vit_a'
     assert public['teachers'][0]['spec'] == 'hf-hub:org/teacher@abc123'
     assert public['lineage'][0] == {'generation': 1, 'student': 'local-dir:vit_a',

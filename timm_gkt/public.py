@@ -96,6 +96,9 @@ def public_results(results: Mapping[str, Any]) -> dict[str, Any]:
         source['spec'] = ref(source.get('spec'))
     for t in out.get('teachers') or []:
         t['spec'] = ref(t.get('spec'))
+    for row in out.get('epochs') or []:  # the per-epoch routing shares are keyed by teacher spec
+        if isinstance(row.get('routed'), dict):
+            row['routed'] = {ref(spec): share for spec, share in row['routed'].items()}
     for generation in out.get('lineage') or []:
         generation['student'] = ref(generation.get('student'))
         generation['teachers'] = [ref(t) for t in generation.get('teachers') or []]
