@@ -70,3 +70,10 @@ def test_cli_table_lays_out_the_rows_and_states_the_verdict():
     noise = format_table(make_results(p_value=0.24, transfer_delta=0.18, top1_after=85.28))
     assert noise.splitlines()[-1] == 'result: no significant change: +0.18 points (p = 0.24, one image = 0.01)'
     assert 'improved' not in noise
+
+
+def test_cli_table_says_when_the_top1_is_on_a_subset():
+    subset = {'size': 400, 'of': 10000, 'seed': 3, 'sampling': 'class-stratified', 'fingerprint': 'ab'}
+    results = make_results(eval_samples=400, data={'eval': {'subset': subset}})
+    assert format_table(results).splitlines()[0].endswith(
+        '400 eval images (a seeded subset of the 10000 of test))')

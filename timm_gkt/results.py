@@ -127,6 +127,15 @@ def markdown_rows(rows: list[Row]) -> list[str]:
 _CLI_LABELS = {'student top-1': 'student top-1', 'ρpos': '  ρpos, complementary knowledge', 'ρneg': '  ρneg'}
 
 
+def eval_images_text(results: dict) -> str:
+    """'10000 eval images', or '400 eval images (a seeded subset of the 10000 of test)' when only part was used."""
+    subset = ((results.get('data') or {}).get('eval') or {}).get('subset') or {}
+    text = f"{results['eval_samples']} eval images"
+    if subset.get('sampling') not in (None, 'all') and subset.get('size') != subset.get('of'):
+        text += f" (a seeded subset of the {subset['of']} of {results.get('eval_split') or 'the evaluation split'})"
+    return text
+
+
 def format_table(results: dict) -> str:
     """The before/after table the CLI prints at the end of a run."""
     from .methods import get_method
@@ -138,7 +147,7 @@ def format_table(results: dict) -> str:
 
     lines = [f"Transfer into {results['student_name']} from {', '.join(results['stage_order']) or 'no teacher'} "
              f"({get_method(results['method']).title}{mode}, {results['hyperparameters']['epochs']} epoch(s) per "
-             f"stage, {results['eval_samples']} eval images)",
+             f"stage, {eval_images_text(results)})",
              f"{'':34s}{'before':>9s}{'after':>9s}{'Δ':>9s}",
              line(rows[0]),
              f"{'  knowledge gained / lost':34s}{'':9s}{'':9s}  +{results['knowledge_gain']:.2f} / "
