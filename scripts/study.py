@@ -4,7 +4,9 @@
     python scripts/study.py run --part select      # hyper-parameter choice on the validation split (3 pairs)
     python scripts/study.py run --part main        # 56 pairs x 5 methods + one CE control per student
     python scripts/study.py run --part sequential  # each student's 2 and 3 most complementary teachers
+    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers; test: predictor)
     python scripts/study.py status                 # what is done, what is left
+    python scripts/study.py fit-predictor          # the gain predictor of `scan`, from the KL+DP runs
     python scripts/study.py report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
 
 Every run is one ``timm_gkt.train`` process with its own folder under ``--work`` (checkpoints,
@@ -39,7 +41,7 @@ TRANSFER_SPLIT = 'train[:55000]'
 VALIDATION_SPLIT = 'train[55000:]'
 BASE_FLAGS = ['--opt', 'momentum', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
               '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--seed', '0', '--checkpoint-hist', '1',
-              '--train-split', TRANSFER_SPLIT]
+              '--train-split', TRANSFER_SPLIT, '--data-in-memory']
 LR_GRID = ('1e-4', '3e-4', '1e-3')
 # chosen on the validation split by `run --part select` (see README, "Zoo study"); None until then
 CHOSEN_LR_FILE = STUDY_DIR / 'chosen.json'
@@ -106,7 +108,10 @@ def main_runs() -> list[Run]:
 
 def complementary_teachers(student: str, k: int) -> list[str]:
     """The k teachers with the most complementary knowledge (ρpos on the validation split)."""
-    matrix = json.loads((STUDY_DIR / 'rho_pos_validation.json').read_text())
+    path = STUDY_DIR / 'rho_pos_validation.json'
+    if not path.is_file():
+        raise SystemExit('no pair scan yet: run `python scripts/study.py scan` first.')
+    matrix = json.loads(path.read_text())
     col = {t: row[student] for t, row in matrix['rho_pos'].items() if t != student}
     return sorted(col, key=lambda t: -col[t])[:k]
 
@@ -217,6 +222,54 @@ def choose_lr() -> None:
     print(f'[study] chosen lr {best} (mean validation Δ by lr: {by_lr})')
 
 
+def scan_zoo(args) -> None:
+    """Scan every student against the other seven on the validation split (which teachers a sequential run
+    uses) and on the test split (the predictor's features, as a user's scan would measure them)."""
+    from timm_gkt.scan import scan
+    names = zoo_names()
+    for split, path in ((VALIDATION_SPLIT, STUDY_DIR / 'scan_validation.json'), ('test', STUDY_DIR / 'scan_test.json')):
+        if path.is_file():
+            continue
+        out = {}
+        for s in names:
+            others = [t for t in names if t != s]
+            r = scan(f'local-dir:{ZOO / s}', [f'local-dir:{ZOO / t}' for t in others], 'torch/fashion_mnist',
+                     args.data_dir, split=split)
+            out[s] = {'student_top1': r['student_top1'], 'eval_samples': r['eval_samples'],
+                      'teachers': {t: {k: v for k, v in e.items() if k not in ('spec', 'per_class_pos_flips')}
+                                   for t, e in zip(others, r['teachers'])}}
+            print(f'[study] scanned {s} on {split}', flush=True)
+        STUDY_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({'split': split, 'students': out}, indent=1))
+    validation = json.loads((STUDY_DIR / 'scan_validation.json').read_text())['students']
+    matrix = {t: {s: validation[s]['teachers'][t]['rho_pos'] for s in names if s != t} for t in names}
+    (STUDY_DIR / 'rho_pos_validation.json').write_text(json.dumps({'split': VALIDATION_SPLIT, 'rho_pos': matrix},
+                                                                  indent=1))
+
+
+def fit_predictor(args) -> None:
+    """Fit the gain predictor on the single-teacher KL+DP runs and the test-split scan; write it into the package."""
+    from timm_gkt.predictor import COEFFICIENTS, fit, leave_one_student_out, pair_features
+    scans = json.loads((STUDY_DIR / 'scan_test.json').read_text())['students']
+    rows = []
+    for path in sorted(RUNS_DIR.glob('*__kldp.json')):
+        rec = json.loads(path.read_text())
+        if rec['kind'] != 'pair':
+            continue
+        s, t = rec['student'], rec['teachers'][0]
+        rows.append({'student': s, 'teacher': t, 'delta': rec['results']['transfer_delta'],
+                     **pair_features(scans[s]['student_top1'], scans[s]['teachers'][t])})
+    students = sorted({r['student'] for r in rows})
+    predictor = fit(rows, alpha=args.alpha, fitted_on={
+        'pairs': len(rows), 'students': len(students), 'method': 'kldp (supervised)',
+        'description': 'timm_gkt zoo on Fashion-MNIST, 2 passes over 55k images'})
+    predictor.save(COEFFICIENTS)
+    validation = leave_one_student_out(rows, alpha=args.alpha)
+    (STUDY_DIR / 'predictor_validation.json').write_text(json.dumps({'rows': rows, **validation}, indent=1))
+    print(f'[study] predictor fitted on {len(rows)} pairs of {len(students)} students; leave-one-student-out '
+          f'Spearman {validation["spearman"]:.2f}, MAE {validation["mae"]:.3f} points -> {COEFFICIENTS}')
+
+
 def status(args) -> None:
     for part, make in PARTS.items():
         try:
@@ -241,12 +294,23 @@ def main(argv=None):
     r.add_argument('--data-dir', default=str(ROOT / 'data'))
     r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
     sub.add_parser('status', help='runs done and left')
+    sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
+    sc.add_argument('--data-dir', default=str(ROOT / 'data'))
+    fp = sub.add_parser('fit-predictor', help='fit the gain predictor from the KL+DP runs and the test-split scan')
+    fp.add_argument('--alpha', type=float, default=1.0, help='ridge penalty on standardised features')
     rep = sub.add_parser('report', help='tables, plots and verdict from studies/zoo/runs')
     rep.add_argument('--json', action='store_true', help='print one JSON object instead of markdown')
     rep.add_argument('--readme', default=str(ROOT / 'README.md'), help='README to rewrite between the study markers')
     rep.add_argument('--no-write', action='store_true', help='print only; do not touch the README or plots')
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the flag spellings of the issue and the README: --report, --fit-predictor
+    argv = [{'--report': 'report', '--fit-predictor': 'fit-predictor', '--status': 'status'}.get(a, a) for a in argv]
     args = p.parse_args(argv)
-    if args.command == 'run':
+    if args.command == 'scan':
+        scan_zoo(args)
+    elif args.command == 'fit-predictor':
+        fit_predictor(args)
+    elif args.command == 'run':
         # set before torch is imported: the forked runs inherit one-thread pools
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         import torch

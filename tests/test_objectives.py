@@ -333,3 +333,19 @@ def test_parallel_kldp_gradient_reaches_only_the_student():
     for i, k in enumerate(choice.tolist()):
         expected = [(q - p) / 6 for q, p in zip(softmax(student[i].tolist()), softmax(CANDIDATES[k][i]))]
         assert grad[i].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_flip_routing_counts_on_a_hand_made_batch():
+    import torch.nn.functional as F
+
+    from timm_gkt.objectives import flip_routing_counts
+    # labels 0,1,2,0,1; teacher predicts 0,1,1,1,1; frozen student predicts 1,1,2,0,0
+    target = torch.tensor([0, 1, 2, 0, 1])
+    teacher = F.one_hot(torch.tensor([0, 1, 1, 1, 1]), 3).float() * 5
+    frozen = F.one_hot(torch.tensor([1, 1, 2, 0, 0]), 3).float() * 5
+    # positive flips (teacher right, student wrong): samples 0 and 4; negative flips: samples 2 and 3
+    mask = torch.tensor([True, False, False, True, True])
+    assert flip_routing_counts(teacher, frozen, target, mask).tolist() == [2, 2, 2, 1]
+    # a soft (mixup) target counts by its largest class
+    soft = F.one_hot(target, 3).float() * 0.8 + 0.1 / 1.5
+    assert flip_routing_counts(teacher, frozen, soft, ~mask).tolist() == [2, 0, 2, 1]

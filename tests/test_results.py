@@ -77,3 +77,20 @@ def test_cli_table_says_when_the_top1_is_on_a_subset():
     results = make_results(eval_samples=400, data={'eval': {'subset': subset}})
     assert format_table(results).splitlines()[0].endswith(
         '400 eval images (a seeded subset of the 10000 of test))')
+
+
+def test_routed_shares_take_the_last_epoch_of_each_teachers_stage():
+    import torch
+
+    from timm_gkt.engine import flip_shares
+    from timm_gkt.results import routed_shares
+    # 8 positive flips, 6 of them routed; 4 negative flips, 1 routed
+    flips = flip_shares(torch.tensor([8, 6, 4, 1]))
+    assert flips == {'positive_flips': 8, 'negative_flips': 4, 'routed_pos_flips': 75.0, 'routed_neg_flips': 25.0}
+    assert flip_shares(torch.tensor([0, 0, 3, 0]))['routed_pos_flips'] is None  # no flips: no share, not 0%
+    history = [{'routed': {'a': 40.0}, 'routed_flips': flip_shares(torch.tensor([10, 5, 10, 5]))},
+               {'routed': {'a': 30.0}, 'routed_flips': flips},
+               {'routed': {'b': 20.0}, 'routed_flips': None}]
+    shares = routed_shares(history)
+    assert shares['a'] == {'routed_share': 30.0, 'routed_pos_flips': 75.0, 'routed_neg_flips': 25.0}
+    assert shares['b'] == {'routed_share': 20.0, 'routed_pos_flips': None, 'routed_neg_flips': None}

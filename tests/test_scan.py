@@ -197,15 +197,33 @@ def test_scan_refuses_or_handles_a_student_with_another_class_order(zoo, images,
     assert result['teachers'][0]['rho_pos'] == pytest.approx(pct(ct & ~cs))
 
 
-def test_cli_prints_scan_as_json(zoo, data_dir, capsys):
+def test_cli_prints_scan_as_json_with_predicted_gains(zoo, data_dir, capsys, tmp_path):
     _, specs = zoo
+    from timm_gkt.predictor import FEATURES, Predictor, pair_features
+    # a hand-made predictor: Δ = 0.1 + 0.5 ρpos - 0.25 ρneg (features used as they are)
+    predictor = Predictor(FEATURES, (0.0,) * 5, (1.0,) * 5, (0.5, -0.25, 0.0, 0.0, 0.0), 0.1, 1.0, 0.3,
+                          {'pairs': 12, 'students': 4, 'description': 'hand-made'},
+                          {'spearman': 0.5, 'mae': 0.2})
+    path = tmp_path / 'predictor.json'
+    predictor.save(path)
     argv = ['--student', specs['student'], '--teachers', f"{specs['other']}, {specs['flipped']}",
-            '--dataset', DATASET, '--data-dir', str(data_dir), '--eval-subset', str(EVAL_SUBSET), '--json']
+            '--dataset', DATASET, '--data-dir', str(data_dir), '--eval-subset', str(EVAL_SUBSET), '--json',
+            '--predictor', str(path)]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     expected = scan(specs['student'], [specs['other'], specs['flipped']], DATASET, str(data_dir),
                     eval_subset=EVAL_SUBSET)
-    assert printed == json.loads(json.dumps(expected))
+    assert {k: v for k, v in printed.items() if k not in ('predictor', 'suggested_sequence')} | {
+        'teachers': [{k: v for k, v in t.items() if not k.startswith('predicted_')} for t in printed['teachers']]
+    } == json.loads(json.dumps(expected))
+    for t in printed['teachers']:
+        want = 0.1 + 0.5 * t['rho_pos'] - 0.25 * t['rho_neg']
+        assert t['predicted_delta'] == pytest.approx(want, abs=1e-3)
+        assert t['predicted_interval'] == pytest.approx([want - 0.3, want + 0.3], abs=2e-3)
+        assert set(pair_features(printed['student_top1'], t)) == set(FEATURES)
+    assert printed['predictor']['fitted_on']['pairs'] == 12 and printed['predictor']['validation']['mae'] == 0.2
+    helpful = [t for t in printed['teachers'] if t['predicted_delta'] > 0]
+    assert printed['suggested_sequence'] == [t['spec'] for t in sorted(helpful, key=lambda t: t['teacher_top1'])]
 
 
 def test_cli_zoo_prints_the_markdown_matrix(zoo, data_dir, capsys):

@@ -155,6 +155,11 @@ def test_kldp_task_routes_like_route_to_teacher_and_matches_kldp_loss(setup):
     # and by the definition: KL towards teacher rows where routed, frozen-student rows elsewhere
     by_rows = kl_div_loss(z_s, torch.where(mask[:, None], z_t, z_st), 2.0)
     assert out['loss'].item() == pytest.approx(by_rows.item(), rel=1e-5)
+    # flips counted from the teacher's and the frozen student's own predictions
+    pos = (z_t.argmax(-1) == setup.y) & (z_st.argmax(-1) != setup.y)
+    neg = (z_st.argmax(-1) == setup.y) & (z_t.argmax(-1) != setup.y)
+    assert out['flip_counts'].tolist() == [int(pos.sum()), int((pos & mask).sum()),
+                                           int(neg.sum()), int((neg & mask).sum())]
 
 
 def test_kldp_unsupervised_ignores_the_target(setup):

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--dataset-download', action='store_true', help='let torch/ datasets download when missing')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
                    help='transfer on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
+    g.add_argument('--data-in-memory', action='store_true',
+                   help='decode the training images once and augment batches on the device (small datasets; '
+                        'flips only: needs --scale 1 1 --ratio 1 1 and no colour jitter, AutoAugment or erasing)')
     g.add_argument('--eval-subset', type=int, default=0, metavar='N',
                    help='evaluate on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
 
@@ -197,6 +200,7 @@ class TransferConfig:
     dataset_download: bool = False
     train_subset: int = 0
     eval_subset: int = 0
+    data_in_memory: bool = False
     # model and loader
     pretrained: bool = True
     initial_checkpoint: str = ''
@@ -407,6 +411,12 @@ def check_flags(config: TransferConfig) -> None:
         raise ConfigError('--kd-temperature must be positive.')
     if not 0.0 <= config.xe_weight <= 1.0:
         raise ConfigError('--xe-weight must lie in [0, 1].')
+    if config.data_in_memory:
+        from .memdata import unsupported_augmentation
+        bad = unsupported_augmentation(config)
+        if bad:
+            raise ConfigError(f'--data-in-memory replays flips only, not {", ".join(bad)}; use --scale 1 1 '
+                              f'--ratio 1 1 without colour jitter, AutoAugment or erasing, or drop --data-in-memory.')
     if config.epochs < 1:
         raise ConfigError('--epochs must be at least 1.')
     for flag, n in (('--train-subset', config.train_subset), ('--eval-subset', config.eval_subset)):

@@ -164,11 +164,15 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     student.train()
     frozen = stage_frozen_models(method, student, plan.student.preprocessing,
                                  [plan.teachers[t] for t in stage.teachers], accelerator.device)
-    loader = create_train_loader(config, plan.train_ds, plan.student)
+    if config.data_in_memory:
+        from .memdata import create_memory_loader
+        loader = create_memory_loader(config, plan.train_ds, plan.student, accelerator)
+    else:
+        loader = create_train_loader(config, plan.train_ds, plan.student)
     optimizer = create_optimizer_v2(student, opt=config.opt, lr=config.learning_rate,
                                     weight_decay=config.weight_decay, momentum=config.momentum)
     updates_per_epoch = max(1, (len(loader) + config.grad_accum_steps - 1) // config.grad_accum_steps
-                            // accelerator.num_processes)
+                            // (1 if config.data_in_memory else accelerator.num_processes))
     scheduler, num_epochs = create_scheduler_v2(
         optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
         warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=not config.sched_on_updates,
@@ -181,7 +185,10 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
                                                                               config.mcl_interval)
     # the task (and MCL's slow copy) is built on the unwrapped student, before DDP wraps it
     task = create_task(method, student, frozen.teachers, frozen.frozen_student, **hyper).to(accelerator.device)
-    student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
+    if config.data_in_memory:  # already sharded and on the device; Accelerate leaves it alone
+        student, optimizer = accelerator.prepare(student, optimizer)
+    else:
+        student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
     task.trainable_module = student
     mixup = create_mixup(config, plan.student.num_classes)
     return StageSetup(student, task, loader, optimizer, scheduler, num_epochs, updates_per_epoch, mixup, derived)
@@ -206,14 +213,14 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
             s.loader.set_epoch(epoch)
         desc = f'stage {stage.index + 1} [{name}] epoch {epoch + 1}/{s.num_epochs}'
         t0 = time.time()
-        loss, route_counts, num_updates = train_one_epoch(
+        loss, counts, num_updates = train_one_epoch(
             plan.accelerator, s.task, s.student, s.loader, s.optimizer, s.scheduler, s.mixup, epoch, num_updates,
             plan.config.clip_grad, desc)
         seconds = time.time() - t0
         (pred,), _ = predict([unwrap_model(s.task.eval_module())], [plan.student.preprocessing], plan.eval_ds,
                              batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval')
         m = baseline.metrics(pred)
-        row = epoch_row(stage, name, epoch, loss, m, route_counts, s.optimizer,
+        row = epoch_row(stage, name, epoch, loss, m, counts, s.optimizer,
                         len(s.loader.dataset) / seconds if seconds > 0 else None)
         state.history.append(row)
         state.epoch = epoch + 1
@@ -231,10 +238,11 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
     return result, pred, derived
 
 
-def epoch_row(stage: Stage, name: str, epoch: int, loss: float, m: dict, route_counts, optimizer,
+def epoch_row(stage: Stage, name: str, epoch: int, loss: float, m: dict, counts: dict, optimizer,
               img_per_s: float | None) -> dict:
     """One line of the run's history (summary.csv, results.json ``epochs``)."""
     routed = None
+    route_counts, flips = counts.get('route_counts'), counts.get('flip_counts')
     if route_counts is not None and route_counts.sum() > 0:
         # index 0 counts the frozen student, 1.. the stage's teachers in order
         routed = {t: 100.0 * route_counts[i + 1].item() / route_counts.sum().item()
@@ -243,8 +251,17 @@ def epoch_row(stage: Stage, name: str, epoch: int, loss: float, m: dict, route_c
             'top1': round(m['top1_after'], 2), 'transfer_delta': round(m['transfer_delta'], 2),
             'knowledge_gain': round(m['knowledge_gain'], 2), 'knowledge_loss': round(m['knowledge_loss'], 2),
             'p_value': m['p_value'], 'routed_share': None if routed is None else round(sum(routed.values()), 2),
-            'routed': routed, 'lr': optimizer.param_groups[0]['lr'],
+            'routed': routed, 'routed_flips': None if flips is None else flip_shares(flips),
+            'lr': optimizer.param_groups[0]['lr'],
             'img_per_s': round(img_per_s, 1) if img_per_s is not None else None}
+
+
+def flip_shares(flips: torch.Tensor) -> dict:
+    """Percent of the epoch's positive- and negative-flip training samples routed to the teacher."""
+    pos, pos_routed, neg, neg_routed = (int(v) for v in flips.tolist())
+    return {'positive_flips': pos, 'negative_flips': neg,
+            'routed_pos_flips': round(100.0 * pos_routed / pos, 2) if pos else None,
+            'routed_neg_flips': round(100.0 * neg_routed / neg, 2) if neg else None}
 
 
 def format_epoch(desc: str, loss: float, m: dict, row: dict) -> str:
@@ -265,7 +282,7 @@ def train_one_epoch(accelerator, task, student, loader, optimizer, scheduler, mi
     task.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     steps = 0
-    route_counts = None
+    counts = {}  # route_counts / flip_counts summed over the epoch, when the task reports them
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, mininterval=1):
         x, y, index = unpack_batch(batch)
         if mixup is not None:
@@ -285,11 +302,11 @@ def train_one_epoch(accelerator, task, student, loader, optimizer, scheduler, mi
                 task.after_optimizer_step(num_updates)
         loss_sum += out['loss'].detach().float()
         steps += 1
-        if 'route_counts' in out:
-            counts = out['route_counts'].detach().to(accelerator.device)
-            route_counts = counts if route_counts is None else route_counts + counts
+        for key in ('route_counts', 'flip_counts'):
+            if key in out:
+                value = out[key].detach().to(accelerator.device)
+                counts[key] = counts[key] + value if key in counts else value
     scheduler.step(epoch + 1)
     loss = accelerator.reduce(loss_sum, reduction='mean').item() / max(steps, 1)
-    if route_counts is not None:
-        route_counts = accelerator.reduce(route_counts, reduction='sum').cpu()
-    return loss, route_counts, num_updates
+    counts = {k: accelerator.reduce(v, reduction='sum').cpu() for k, v in counts.items()}
+    return loss, counts, num_updates

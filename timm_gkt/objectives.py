@@ -101,6 +101,21 @@ def kldp_loss(
     return kl_div_loss(student_logits, targets, temperature), mask
 
 
+def flip_routing_counts(teacher_logits: torch.Tensor, frozen_student_logits: torch.Tensor,
+                        target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How routing treats the batch's flips: ``[positive flips, of them routed to the teacher,
+    negative flips, of them routed to the teacher]``.
+
+    A positive flip is a sample the teacher classifies correctly and the frozen student does not; a
+    negative flip the reverse (METHOD.md). Soft targets (mixup) count by their largest class.
+    """
+    label = target.argmax(dim=-1) if target.dim() > 1 else target
+    teacher_right = teacher_logits.argmax(dim=-1) == label
+    student_right = frozen_student_logits.argmax(dim=-1) == label
+    positive, negative = teacher_right & ~student_right, student_right & ~teacher_right
+    return torch.stack([positive.sum(), (positive & mask).sum(), negative.sum(), (negative & mask).sum()])
+
+
 def route_among(candidate_logits: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Parallel multi-teacher routing: index of the most suitable candidate per sample.
 

@@ -84,6 +84,8 @@ def preflight(config: TransferConfig) -> Plan:
     teachers = load_teachers(config, student, say, pretrained=load_weights)
     data = open_data(config, source, student, say)
     student.label_names = data.head_label_names  # what the exported config.json says the head predicts
+    if config.data_in_memory:
+        check_fits_in_memory(len(data.train.dataset), student.preprocessing.input_size)
     run_dir, resume_from = resolve_run_dir(config)
     return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, data, run_dir,
                 resume_from, weights)
@@ -126,6 +128,14 @@ def check_weights(config: TransferConfig) -> list[WeightsCheck]:
     """Every model's weights in the Hugging Face cache, a local folder or (one HEAD request each) on the Hub."""
     checks = [check_weights_available(config.model.text, pretrained=config.pretrained)]
     return checks + [check_weights_available(t.text) for t in config.teachers]
+
+
+def check_fits_in_memory(num_images: int, input_size) -> None:
+    from .memdata import MAX_BYTES, decoded_bytes
+    size = decoded_bytes(num_images, input_size)
+    if size > MAX_BYTES:
+        raise ConfigError(f'--data-in-memory would hold {size / 1024 ** 3:.1f} GiB of decoded training images '
+                          f'(limit {MAX_BYTES / 1024 ** 3:.0f} GiB); drop --data-in-memory or use --train-subset.')
 
 
 def push_target(config: TransferConfig) -> PushTarget | None:

@@ -171,12 +171,15 @@ def versions() -> dict:
             'accelerate': accelerate.__version__, 'huggingface_hub': huggingface_hub.__version__}
 
 
-def routed_shares(history: list[dict]) -> dict[str, float]:
-    """Per teacher spec, the share of samples routed to it in the last epoch of the stage that used it."""
+def routed_shares(history: list[dict]) -> dict[str, dict]:
+    """Per teacher spec, from the last epoch of the stage that used it: the share of samples routed to
+    it, and (single-teacher KL+DP) the shares of positive- and negative-flip samples routed to it."""
     shares = {}
     for row in history:
         for spec, share in (row.get('routed') or {}).items():
-            shares[spec] = share
+            flips = row.get('routed_flips') or {}
+            shares[spec] = {'routed_share': share, 'routed_pos_flips': flips.get('routed_pos_flips'),
+                            'routed_neg_flips': flips.get('routed_neg_flips')}
     return shares
 
 
@@ -215,9 +218,11 @@ def build_results(plan, ordered: list[str], metrics: dict, history: list[dict], 
     return results
 
 
-def teacher_entry(teacher, teacher_metrics: dict, routed_share: float | None) -> dict:
+def teacher_entry(teacher, teacher_metrics: dict, routed: dict | None) -> dict:
+    routed = routed or {}
     return {'name': teacher.name, 'spec': teacher.spec.text, 'source': teacher.source, 'revision': teacher.revision,
-            **teacher_metrics, 'routed_share': routed_share}
+            **teacher_metrics, 'routed_share': routed.get('routed_share'),
+            'routed_pos_flips': routed.get('routed_pos_flips'), 'routed_neg_flips': routed.get('routed_neg_flips')}
 
 
 def hyperparameters(plan, derived: dict) -> dict:

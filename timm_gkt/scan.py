@@ -133,6 +133,8 @@ def main(argv=None) -> int:
                    help='a seeded, class-stratified sample of N images, the same as train.py takes (0 = all)')
     p.add_argument('--seed', type=int, default=42, help='seed of the --eval-subset sample (as train.py\'s --seed)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument('--predictor', default=None, metavar='JSON',
+                   help='gain-predictor coefficients (default: the file fitted on the zoo study, shipped in the package)')
     p.add_argument('--markdown', action='store_true', help='with --zoo: print the matrix as a markdown table')
     args = p.parse_args(argv)
     common = dict(dataset=args.dataset or DEFAULT_DATASET, data_dir=args.data_dir or DEFAULT_DATA_DIR,
@@ -154,7 +156,9 @@ def main(argv=None) -> int:
     except (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else format_scan(result))
+    from .predictor import COEFFICIENTS, Predictor, annotate_scan, format_prediction
+    result = annotate_scan(result, Predictor.load(Path(args.predictor) if args.predictor else COEFFICIENTS))
+    print(json.dumps(result, indent=2) if args.json else '\n'.join([format_scan(result), *format_prediction(result)]))
     return 0
 
 

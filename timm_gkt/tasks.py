@@ -18,7 +18,7 @@ import torch.nn as nn
 from timm.task import TrainingTask
 
 from .frozen import FrozenModel, frozen_copy  # noqa: F401  (re-exported: the tasks are built around them)
-from .objectives import cross_entropy, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
+from .objectives import cross_entropy, flip_routing_counts, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
 
 
 DP_MODES = ('supervised', 'unsupervised')
@@ -137,10 +137,13 @@ class KLDPTask(TransferTask):
 
     def forward(self, input, target):
         output = self.trainable_module(input)
-        loss, mask = kldp_loss(output, self.teacher(input), self.frozen_student(input),
-                               _hard_target(target, self.dp_mode), self.temperature)
+        teacher_logits, frozen_logits = self.teacher(input), self.frozen_student(input)
+        loss, mask = kldp_loss(output, teacher_logits, frozen_logits, _hard_target(target, self.dp_mode),
+                               self.temperature)
+        # routing among flips always uses the labels, also when the routing itself did not
+        flips = flip_routing_counts(teacher_logits, frozen_logits, target, mask)
         return {'loss': loss, 'output': output, 'kl': loss.detach(), 'routed_share': mask.float().mean(),
-                'route_counts': torch.stack([(~mask).sum(), mask.sum()])}
+                'route_counts': torch.stack([(~mask).sum(), mask.sum()]), 'flip_counts': flips}
 
 
 class ParallelKLDPTask(TransferTask):
