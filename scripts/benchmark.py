@@ -29,12 +29,12 @@ def measure(student: str, teacher: str, data_dir: str, workers: int, threads: in
     from timm_gkt.engine import create_train_loader
     from timm_gkt.frozen import FrozenModel, frozen_copy
     from timm_gkt.models import load_model
-    from timm_gkt.preflight import subset
     from timm_gkt.tasks import KLDPTask
     s, t = load_model(student), load_model(teacher)
     dev = torch.device(device)
     s.model.to(dev).train()
-    ds = subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'), batch_size * (batches + 5))
+    ds = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'),
+                                 range(batch_size * (batches + 5)))
     config = parse_args(['--model', student, '--workers', str(workers), '--batch-size', str(batch_size)])
     loader = create_train_loader(config, ds, s)
     task = KLDPTask(s.model, FrozenModel(t.model, s.preprocessing, t.preprocessing).to(dev),

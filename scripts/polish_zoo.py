@@ -33,7 +33,7 @@ TOLERANCE = 0.2
 # Nesterov), lr 1e-3 with a per-update cosine decay, wd 1e-4, batch 128, flips only, two passes over
 # the 55,000 transfer images (the last 5,000 training images are the study's validation split).
 RECIPE = ['--opt', 'momentum', '--lr', '1e-3', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
-          '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--train-subset', '55000', '--seed', '0',
+          '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--train-split', 'train[:55000]', '--seed', '0',
           '--checkpoint-hist', '1']
 
 

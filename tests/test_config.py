@@ -19,8 +19,10 @@ def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path):
     assert [t.text for t in config.teachers] == [TEACHER]
     bad = tmp_path / 'bad.yaml'
     bad.write_text('model: x\nteachrs: y\n')
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match='unknown keys in .*bad.yaml: teachrs'):
         parse_args(['-c', str(bad)])
+    with pytest.raises(ConfigError, match='config file .*missing.yaml does not exist'):
+        parse_args(['-c', str(tmp_path / 'missing.yaml')])
 
 
 @pytest.mark.parametrize('text, message', [
@@ -31,14 +33,12 @@ def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path):
     ('model: x\nscale: [0.5]\n', 'scale in'),
     ('model: x\nteachrs: y\n', 'unknown keys in'),
 ])
-def test_a_bad_config_file_is_one_error_line_and_exit_2(text, message, tmp_path, capsys):
+def test_a_bad_config_file_is_one_sentence(text, message, tmp_path):
     path = tmp_path / 'job.yaml'
     path.write_text(text)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError) as e:  # the CLI prints it as one error line with exit 2 (test_preflight)
         parse_args(['-c', str(path)])
-    err = capsys.readouterr().err
-    assert e.value.code == 2
-    assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
+    assert message in str(e.value) and '\n' not in str(e.value)
 
 
 def test_config_file_numbers_are_converted_by_their_flag_types(tmp_path):
@@ -123,6 +123,8 @@ def config(*extra):
     (['--teachers', TEACHER, '--push-max-pvalue', '0'], '--push-max-pvalue 0.0 is not a p-value'),
     (['--teachers', TEACHER, '--seed', '-1'], '--seed -1 is out of range'),
     (['--teachers', TEACHER, '--smoothing', '0.1'], '--smoothing 0.1 smooths mixup/cutmix targets, and neither is on'),
+    (['--teachers', TEACHER, '--eval-subset', '-5'], '--eval-subset -5 is negative'),
+    (['--teachers', TEACHER, '--initial-checkpoint', '/nonexistent/w.pth'], '--initial-checkpoint /nonexistent'),
 ])
 def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
     with pytest.raises(ConfigError) as info:
@@ -138,3 +140,58 @@ def test_check_flags_accepts_what_each_method_reads():
     check_flags(config('--teachers', TEACHER, '--transfer-method', 'xekl-mcl', '--mcl-momentum', '0.99'))
     check_flags(config('--teachers', f'{TEACHER},{TEACHER2}', '--multi-teacher', 'parallel'))
     check_flags(config('--teachers', TEACHER, '--transfer-method', 'kl', '--multi-teacher', 'parallel'))  # 1 teacher
+
+
+def test_help_shows_every_default_once(capsys):
+    """Every flag's help states its default, argparse's way or in its own words, never twice."""
+    from timm_gkt.config import HelpFormatter, build_parser
+    parser = build_parser()
+    formatter = HelpFormatter(parser.prog)
+    for action in parser._actions:
+        if action.option_strings and action.dest != 'help':
+            text = formatter._expand_help(action)
+            assert 'default' in text and text.count('default:') == 1, (action.dest, text)
+    assert formatter._expand_help(parser._option_string_actions['--momentum']) == 'SGD momentum (default: 0.9)'
+    lr = formatter._expand_help(parser._option_string_actions['--lr'])
+    assert '(default: 0.001 for the small zoo-scale runs' in lr and 'None' not in lr
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--help'])
+    assert 'SGD momentum (default: 0.9)' in ' '.join(capsys.readouterr().out.split())
+
+
+def test_val_split_default_depends_on_the_dataset(tmp_path):
+    assert config().val_split == 'test'  # Fashion-MNIST has train and test only
+    folder = parse_args(['--model', STUDENT, '--dataset', 'folder', '--data-dir', str(tmp_path)])
+    assert folder.val_split == 'validation' and folder.dataset == 'folder' and folder.data_dir == str(tmp_path)
+    assert parse_args(['--model', STUDENT, '--dataset', 'hfds/org/name']).val_split == 'validation'
+    assert parse_args(['--model', STUDENT, '--val-split', 'train[55000:]']).val_split == 'train[55000:]'
+
+
+def test_data_dir_without_dataset_is_refused_unless_it_holds_fashion_mnist(tmp_path, data_dir):
+    (tmp_path / 'train' / 'cat').mkdir(parents=True)
+    with pytest.raises(ConfigError) as e:
+        parse_args(['--model', STUDENT, '--data-dir', str(tmp_path)])
+    assert str(e.value) == (f'--data-dir {tmp_path} was given without --dataset and holds no Fashion-MNIST (the '
+                            f'default dataset); name the data: --dataset folder for {tmp_path}/train/<class>/<images>, '
+                            f'--dataset hfds/NAME for a Hugging Face dataset, or --dataset torch/fashion_mnist to put '
+                            f'Fashion-MNIST there')
+    assert not (tmp_path / 'FashionMNIST').exists()
+    assert parse_args(['--model', STUDENT, '--data-dir', str(data_dir)]).dataset == 'torch/fashion_mnist'
+
+
+@pytest.mark.parametrize('flag, why', [
+    (['--smoothing', '0.1'], 'label smoothing would pull the student away from what it knew'),
+    (['--model-ema'], 'use --transfer-method xekl-mcl'),
+    (['--img-size', '224'], 'input size of its pretrained config'),
+    (['--input-size', '3', '224', '224'], 'input size of its pretrained config'),
+])
+def test_timm_flags_a_transfer_cannot_honour_say_why(flag, why):
+    with pytest.raises(ConfigError) as e:
+        config(*flag)
+    assert str(e.value).startswith(f'{flag[0]} is not supported with transfer: ') and why in str(e.value)
+    assert config('--smoothing', '0').transfer_method == 'kldp'  # the default is no smoothing
+
+
+def test_model_is_required_in_one_sentence():
+    with pytest.raises(ConfigError, match='--model is required; give the student as a timm name'):
+        parse_args([])

@@ -154,3 +154,47 @@ def test_card_verdict_respects_significance(tmp_path, overrides, verdict):
     assert verdict in card.text
     if 'improved' not in verdict:
         assert 'improved' not in card.text
+
+
+def _data(kind, name, hub_id=None, eval_subset=None):
+    subset = eval_subset or {'size': 10000, 'of': 10000, 'seed': None, 'sampling': 'all', 'fingerprint': None}
+    return {'dataset': 'folder', 'kind': kind, 'name': name, 'hub_id': hub_id, 'class_map': None,
+            'train': {'split': 'train'}, 'eval': {'split': 'validation', 'subset': subset}}
+
+
+def test_card_of_local_data_names_no_hub_dataset(tmp_path):
+    """An image folder is not a Hub dataset: no `datasets:` metadata and no model-index pointing at one."""
+    from huggingface_hub import ModelCard
+    results = make_results(dataset='folder', eval_split='validation', eval_samples=200,
+                           data=_data('folder', 'fmnist-folders'))
+    card = ModelCard.load(gkt_hub.write_card(results, tmp_path))
+    assert card.data.datasets is None and card.data.eval_results is None
+    assert 'top-1 on the fmnist-folders validation split (200 images)' in card.text
+    local_hfds = make_results(dataset='hfds/fashion_hfds', data=_data('hfds', 'hfds/fashion_hfds'))
+    assert ModelCard.load(gkt_hub.write_card(local_hfds, tmp_path)).data.datasets is None
+    hub_hfds = make_results(dataset='hfds/org/flowers', data=_data('hfds', 'hfds/org/flowers', 'org/flowers'))
+    assert ModelCard.load(gkt_hub.write_card(hub_hfds, tmp_path)).data.datasets == ['org/flowers']
+
+
+def test_card_and_model_index_say_when_the_top1_is_on_a_subset(tmp_path):
+    from huggingface_hub import ModelCard
+    subset = {'size': 400, 'of': 10000, 'seed': 3, 'sampling': 'class-stratified', 'fingerprint': 'ab'}
+    results = make_results(eval_samples=400, data=_data('torch', 'torch/fashion_mnist', eval_subset=subset))
+    card = ModelCard.load(gkt_hub.write_card(results, tmp_path))
+    top1 = next(r for r in card.data.eval_results if r.metric_type == 'accuracy')
+    assert top1.metric_name == ('Top-1 accuracy (%) on a seeded class-stratified subset of 400 of the 10000 images')
+    assert top1.dataset_args == {'num_samples': 400, 'of': 10000, 'seed': 3, 'sampling': 'class-stratified'}
+    assert card.data.datasets == ['zalando-datasets/fashion_mnist']
+    assert ('top-1 on the Fashion-MNIST test split (a seeded class-stratified subset of 400 of its 10000 images)'
+            in card.text)
+
+
+@pytest.mark.parametrize('spec, expected', [
+    ('torch/fashion_mnist', ('zalando-datasets/fashion_mnist', 'Fashion-MNIST')),
+    ('torch/kmnist', (None, 'kmnist')),  # no known Hub copy: named, not claimed
+    ('hfds/org/name', ('org/name', 'org/name')),
+    ('hfds//home/alice/my_set', (None, 'my_set')),
+    ('folder', (None, 'folder')),
+])
+def test_hub_dataset_is_an_id_only_for_hub_data(spec, expected):
+    assert gkt_hub.hub_dataset(spec) == expected

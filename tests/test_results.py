@@ -72,6 +72,13 @@ def test_cli_table_lays_out_the_rows_and_states_the_verdict():
     assert 'improved' not in noise
 
 
+def test_cli_table_says_when_the_top1_is_on_a_subset():
+    subset = {'size': 400, 'of': 10000, 'seed': 3, 'sampling': 'class-stratified', 'fingerprint': 'ab'}
+    results = make_results(eval_samples=400, data={'eval': {'subset': subset}})
+    assert format_table(results).splitlines()[0].endswith(
+        '400 eval images (a seeded subset of the 10000 of test))')
+
+
 def test_routed_shares_take_the_last_epoch_of_each_teachers_stage():
     import torch
 

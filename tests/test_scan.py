@@ -2,7 +2,7 @@
 
 The end-to-end tests export tiny untrained ViTs (the shared ``export_tiny`` fixture) and
 check the scan's numbers against predictions made here, image by image, through each
-model's own eval transform on the first 64 Fashion-MNIST test images. One teacher is
+model's own eval transform on a seeded class-stratified sample of 64 Fashion-MNIST test images. One teacher is
 exported with a larger input size and its classes in reverse order, so a scan that fed
 it the student's transform or forgot its label permutation reports other numbers.
 """
@@ -115,9 +115,12 @@ def zoo(tmp_path_factory, export_tiny):
 
 @pytest.fixture(scope='module')
 def images(data_dir):
+    """The images ``--eval-subset 64`` evaluates: a class-stratified sample seeded with scan's default seed."""
     from torchvision.datasets import FashionMNIST
+
+    from timm_gkt.subsets import stratified_subset_indices
     ds = FashionMNIST(str(data_dir), train=False, download=False)
-    pairs = [ds[i] for i in range(EVAL_SUBSET)]
+    pairs = [ds[i] for i in stratified_subset_indices(ds.targets, EVAL_SUBSET, seed=42).tolist()]
     return [img for img, _ in pairs], torch.tensor([t for _, t in pairs])
 
 

@@ -111,6 +111,22 @@ def test_each_method_runs_reports_and_replays(method, tmp_path, micro_zoo, data_
     replayed_plan = capsys.readouterr().out
     assert train.main([*argv, '--dry-run']) == 0
     assert replayed_plan == capsys.readouterr().out and 'dry run: all checks passed' in replayed_plan
+    export = tmp_path / 'run' / 'export'
+    assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()
+    # the export loads with plain timm and reproduces the reported top-1 on the same images
+    from timm_gkt.evaluation import predict, top1
+    from timm_gkt.data import create_image_dataset
+    from timm_gkt.models import load_model
+    from timm_gkt.subsets import indices_fingerprint, stratified_subset_indices
+    m = load_model(f'local-dir:{export}')
+    full = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
+    # --eval-subset 400 with --seed 3: a seeded class-stratified sample, recorded by its fingerprint
+    indices = stratified_subset_indices(full.targets, 400, seed=3)
+    assert r['data']['eval']['subset']['fingerprint'] == indices_fingerprint(indices)
+    assert r['data']['eval']['subset']['per_class'] == {name: 40 for name in m.label_names}
+    ds = torch.utils.data.Subset(full, indices.tolist())
+    (pred,), target = predict([m.model], [m.preprocessing], ds, progress=False)
+    assert abs(top1(pred, target) - r['top1_after']) < 1e-6
 
 
 def test_xekl_mcl_exports_the_slow_weights(tmp_path, micro_zoo, data_dir):
@@ -294,7 +310,9 @@ def test_two_processes_match_one(student, tolerance, tmp_path, micro_zoo, data_d
               '--output', str(tmp_path), '--no-aug', '--train-subset', '384', '--eval-subset', '400', '--epochs', '1',
               '--seed', '3', '-j', '0']
     assert train.main([*common, '-b', '64', '--experiment', 'one']) == 0
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='1')
+    # as the README says: no ACCELERATE_USE_CPU, timm_gkt asks Accelerate for CPU processes itself
+    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
+    env['OMP_NUM_THREADS'] = '1'
     accelerate = [sys.executable, '-m', 'accelerate.commands.launch']
     two = subprocess.run([*accelerate, '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
                           '--mixed_precision', 'no', '--dynamo_backend', 'no', 'timm_gkt/train.py', *common, '-b', '32',

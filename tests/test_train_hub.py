@@ -62,6 +62,12 @@ def test_ci_job_pushes_an_improved_student_and_exits_0(tmp_path, hub, micro_zoo,
     files = hub.files('alice/q_cnn-gkt')
     assert {'config.json', 'model.safetensors', 'README.md', 'results.json', 'args.yaml'} <= set(files)
     assert b"hf-hub:alice/q_cnn-gkt" in files['README.md']
+    # no local absolute path in any pushed file: models and data are named by folder name only
+    for name, content in files.items():
+        if not name.endswith(('.safetensors', '.png')):
+            for local in (micro_zoo, data_dir, tmp_path):
+                assert str(local).encode() not in content, (name, local)
+    assert b'local-dir:q_cnn' in files['results.json'] and b'data_dir: data\n' in files['args.yaml']
     results = json.loads((tmp_path / 'out' / 'job' / 'results.json').read_text())
     assert results['pushed'] and 'alice/q_cnn-gkt' in results['pushed']
     summary = (tmp_path / 'job_summary.md').read_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ DEFAULT_LR = 1e-3  # METHOD.md's zoo-scale runs; the paper used 1e-4 * batch / 2
 # "SGD momentum 0.9" (METHOD.md): timm's 'sgd' would add Nesterov momentum
 DEFAULT_OPT = 'momentum'
 DEBUG_ENV = 'TIMM_GKT_DEBUG'
+DEFAULT_DATASET = 'torch/fashion_mnist'
+DEFAULT_DATA_DIR = 'data'
 
 
 class ConfigError(ValueError):
@@ -38,34 +41,61 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f'error: {message}; see --help for the flags and their values\n')
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default, once: a help text that already states its default (``--lr``) is left as it is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f'{text} (default: %(default)s)'.lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog='timm_gkt.train', description=DESCRIPTION,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group('Dataset')
-    g.add_argument('--data-dir', default='data', help='dataset root')
-    g.add_argument('--dataset', '-d', default='torch/fashion_mnist', help='timm dataset name (torch/..., hfds/..., folder)')
-    g.add_argument('--train-split', default='train')
-    g.add_argument('--val-split', default='test', help='held-out split every metric is computed on')
+    p = OneLineParser(prog='timm_gkt.train', description=DESCRIPTION, formatter_class=HelpFormatter)
+    g = p.add_argument_group('Dataset (see README, "Your own data")')
+    g.add_argument('--data-dir', default=None,
+                   help=f'dataset root: the folder holding train/ and validation/ (folders), the datasets cache '
+                        f'(hfds/) or FashionMNIST/ (torch/) (default: {DEFAULT_DATA_DIR})')
+    g.add_argument('--dataset', '-d', default=None,
+                   help=f'timm dataset: torch/NAME, hfds/NAME or folder (timm\'s ImageFolder layout under '
+                        f'--data-dir) (default: {DEFAULT_DATASET}; a --data-dir without Fashion-MNIST needs it)')
+    g.add_argument('--train-split', default='train',
+                   help='transfer images: a split name, or a slice such as "train[:55000]" or "train[:90%%]"')
+    g.add_argument('--val-split', default=None,
+                   help='held-out split every metric is computed on; a split name or a slice such as '
+                        '"train[55000:]" (default: test for torchvision datasets with only train and test, '
+                        'such as Fashion-MNIST; validation otherwise)')
+    g.add_argument('--class-map', default='',
+                   help='timm\'s class map: a .txt file with one class (folder) name per line, line number = the '
+                        'model\'s class index (folder and hfds/ datasets; default: none, classes matched by name)')
+    g.add_argument('--trust-label-order', action='store_true',
+                   help='accept dataset target i as model class i when no class names exist to check the order')
     g.add_argument('--dataset-download', action='store_true', help='let torch/ datasets download when missing')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
-                   help='use the first N transfer images (quick runs; 0 = all)')
+                   help='transfer on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
     g.add_argument('--data-in-memory', action='store_true',
                    help='decode the training images once and augment batches on the device (small datasets; '
                         'flips only: needs --scale 1 1 --ratio 1 1 and no colour jitter, AutoAugment or erasing)')
     g.add_argument('--eval-subset', type=int, default=0, metavar='N',
-                   help='evaluate on the first N images only (quick runs; 0 = all)')
+                   help='evaluate on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
 
     g = p.add_argument_group('Model')
-    g.add_argument('--model', required=False, help='student: timm name, hf-hub:ORG/REPO or local-dir:PATH')
+    g.add_argument('--model', required=False,
+                   help='student: timm name (short names such as pit_b resolve to pit_b_224), hf-hub:ORG/REPO or '
+                        'local-dir:PATH (required)')
     g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
                    help='load the student\'s pretrained weights (a transfer needs a trained student)')
     g.add_argument('--initial-checkpoint', default='', help='load these student weights after creation')
     g.add_argument('--resume', default='', help="continue from a checkpoint folder of this trainer, or 'auto'")
-    g.add_argument('-b', '--batch-size', type=int, default=128)
-    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    g.add_argument('-b', '--batch-size', type=int, default=128,
+                   help='images per process and step; the global batch is this times the number of processes')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None,
+                   help='evaluation batch per process (default: twice --batch-size)')
     g.add_argument('-j', '--workers', type=int, default=None,
                    help='loader processes per rank (default: 0 on machines with 2 cores or fewer, else 4)')
-    g.add_argument('--grad-accum-steps', type=int, default=1)
+    g.add_argument('--grad-accum-steps', type=int, default=1, help='batches per optimizer step')
+    _add_refused_flags(g)
 
     g = p.add_argument_group('Optimizer and schedule')
     g.add_argument('--opt', default=DEFAULT_OPT,
@@ -75,70 +105,97 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f'absolute learning rate, not scaled by batch size, processes or accumulation (default: '
                         f'{DEFAULT_LR:g} for the small zoo-scale runs of METHOD.md; the paper used 1e-4 * '
                         f'global batch/256)')
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=1e-4)
-    g.add_argument('--clip-grad', type=float, default=None)
-    g.add_argument('--sched', default='cosine')
-    g.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--weight-decay', type=float, default=1e-4, help='weight decay')
+    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm at this value (default: no '
+                                                                  'clipping)')
+    g.add_argument('--sched', default='cosine', help='timm scheduler name')
+    g.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=True,
+                   help='step the schedule every optimizer update rather than every epoch')
     g.add_argument('--epochs', type=int, default=2, help='epochs per stage')
-    g.add_argument('--warmup-epochs', type=int, default=0)
-    g.add_argument('--warmup-lr', type=float, default=1e-5)
-    g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--warmup-epochs', type=int, default=0, help='linear warm-up epochs')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, help='learning rate the warm-up starts from')
+    g.add_argument('--min-lr', type=float, default=0.0, help='lower bound of the schedule')
 
     _add_augmentation_flags(p.add_argument_group('Augmentation (timm transforms; gentle defaults for small images)'))
     _add_transfer_flags(p.add_argument_group('Knowledge transfer'))
     g = p.add_argument_group('Hub')
-    g.add_argument('--push-to-hub', default=None, metavar='REPO_ID', help='push the student if it passes the gate')
-    g.add_argument('--hub-private', action='store_true')
-    g.add_argument('--hub-revision', default=None)
-    g.add_argument('--hub-create-pr', action='store_true')
+    g.add_argument('--push-to-hub', default=None, metavar='REPO_ID',
+                   help='push the student if it passes the gate (default: no push)')
+    g.add_argument('--hub-private', action='store_true', help='create the repository private')
+    g.add_argument('--hub-revision', default=None, help='branch to push to (default: main)')
+    g.add_argument('--hub-create-pr', action='store_true', help='open a pull request instead of committing')
     g.add_argument('--push-min-delta', type=float, default=0.0, help='push only if Δtransf exceeds this (points)')
-    g.add_argument('--push-max-pvalue', type=float, default=None, help='push only if McNemar p is at most this')
+    g.add_argument('--push-max-pvalue', type=float, default=None,
+                   help='push only if McNemar p is at most this (default: no p-value gate)')
 
     g = p.add_argument_group('Misc')
     g.add_argument('--amp', action='store_true', help='mixed precision (Accelerate)')
-    g.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'))
-    g.add_argument('--seed', type=int, default=42)
-    g.add_argument('--log-interval', type=int, default=50)
+    g.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'), help='mixed precision type')
+    g.add_argument('--seed', type=int, default=42, help='seed of models, loaders and the subsets\' samples')
+    g.add_argument('--log-interval', type=int, default=50, help='kept for timm configs; progress bars show progress')
     g.add_argument('--checkpoint-hist', type=int, default=2, help='epoch checkpoints to keep')
-    g.add_argument('--output', default='output/train')
-    g.add_argument('--experiment', default='')
+    g.add_argument('--output', default='output/train', help='parent folder of run folders')
+    g.add_argument('--experiment', default='', help='run folder name (default: date, student and method)')
     g.add_argument('--debug', action='store_true', help=f'show the traceback behind an error (or set {DEBUG_ENV}=1)')
     return p
 
 
 def _add_augmentation_flags(g) -> None:
-    g.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.0), metavar=('MIN', 'MAX'))
-    g.add_argument('--ratio', type=float, nargs=2, default=(0.9, 1.1), metavar=('MIN', 'MAX'))
-    g.add_argument('--hflip', type=float, default=0.5)
-    g.add_argument('--vflip', type=float, default=0.0)
-    g.add_argument('--color-jitter', type=float, default=0.0)
-    g.add_argument('--aa', default=None, help='auto-augment policy, e.g. rand-m9-mstd0.5')
-    g.add_argument('--reprob', type=float, default=0.0)
-    g.add_argument('--mixup', type=float, default=0.0)
-    g.add_argument('--cutmix', type=float, default=0.0)
-    g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.0), metavar=('MIN', 'MAX'),
+                   help='random resized crop: area range')
+    g.add_argument('--ratio', type=float, nargs=2, default=(0.9, 1.1), metavar=('MIN', 'MAX'),
+                   help='random resized crop: aspect ratio range')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0.0, help='vertical flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.0, help='colour jitter strength')
+    g.add_argument('--aa', default=None, help='auto-augment policy, e.g. rand-m9-mstd0.5 (default: none)')
+    g.add_argument('--reprob', type=float, default=0.0, help='random erasing probability')
+    g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (0: off)')
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (0: off)')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
     g.add_argument('--smoothing', type=float, default=0.0,
                    help='label smoothing of the mixup/cutmix targets (timm\'s Mixup would add 0.1 unless told)')
-    g.add_argument('--no-aug', action='store_true')
+    g.add_argument('--no-aug', action='store_true', help='no augmentation at all')
+
+
+# timm flags users reach for first that a transfer cannot honour: accepted by the parser so the error says why
+REFUSED_FLAGS = {
+    'img_size': 'each model reads images at the input size of its pretrained config (a different size would '
+                'change what the pretrained student and teachers see); export the model with the size you want',
+    'input_size': 'each model reads images at the input size of its pretrained config; export the model with the '
+                  'input size you want',
+    'model_ema': 'timm\'s weight EMA would export an average the transfer metrics never evaluated; use '
+                 '--transfer-method xekl-mcl, whose slow weights are the evaluated and exported student',
+}
+
+
+def _add_refused_flags(g) -> None:
+    g.add_argument('--img-size', type=int, default=None, help='refused: each model keeps its own input size')
+    g.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
+                   help='refused: each model keeps its own input size')
+    g.add_argument('--model-ema', action='store_true', help='refused: timm\'s weight EMA (see README)')
 
 
 def _add_transfer_flags(g) -> None:
-    g.add_argument('--teachers', default='', help='comma-separated teacher specs')
+    g.add_argument('--teachers', default='', help='comma-separated teacher specs (short timm names resolve too)')
     g.add_argument('--transfer-teacher', action='append', default=[], metavar='SPEC', help='one teacher (repeatable)')
     g.add_argument('--transfer-method', default=DEFAULT_METHOD, choices=list(METHODS),
                    help='; '.join(f'{m.name}: {m.title}' for m in METHODS.values()))
     g.add_argument('--dp-mode', default='supervised', choices=('supervised', 'unsupervised'),
                    help='KL+DP routing by true-class probability (supervised) or confidence (no labels)')
-    g.add_argument('--kd-temperature', type=float, default=1.0)
+    g.add_argument('--kd-temperature', type=float, default=1.0, help='distillation temperature T')
     g.add_argument('--xe-weight', type=float, default=0.3, help='XE-KL: weight of CE; KL gets 1 - this (paper λ = 0.7)')
     g.add_argument('--mcl-momentum', type=float, default=None,
                    help='MCL τ (default: 0.9999 scaled to the run length so the initial student keeps ~61%%)')
     g.add_argument('--mcl-interval', type=int, default=2, help='MCL: interpolate every N optimizer steps')
-    g.add_argument('--multi-teacher', default='sequential', choices=MULTI_TEACHER_MODES)
+    g.add_argument('--multi-teacher', default='sequential', choices=MULTI_TEACHER_MODES,
+                   help='several teachers: one stage each, all at once, or a soup of per-teacher transfers')
     g.add_argument('--teacher-order', default='ascending', choices=TEACHER_ORDERS,
                    help='sequential stage order by measured teacher top-1')
-    g.add_argument('--dry-run', action='store_true', help='resolve models, check labels, data and credentials, print the plan, exit')
+    g.add_argument('--dry-run', action='store_true',
+                   help='resolve models, check weights (without downloading them), labels, splits, data and '
+                        'credentials, print the plan, exit')
 
 
 @dataclass(frozen=True)
@@ -147,10 +204,12 @@ class TransferConfig:
     model: ModelSpec
     teachers: tuple[ModelSpec, ...] = ()
     # dataset
-    data_dir: str = 'data'
-    dataset: str = 'torch/fashion_mnist'
+    data_dir: str = DEFAULT_DATA_DIR
+    dataset: str = DEFAULT_DATASET
     train_split: str = 'train'
-    val_split: str = 'test'
+    val_split: str = 'test'  # parse_args resolves the per-dataset default (timm_gkt.splits.default_val_split)
+    class_map: str = ''
+    trust_label_order: bool = False
     dataset_download: bool = False
     train_subset: int = 0
     eval_subset: int = 0
@@ -221,6 +280,11 @@ class TransferConfig:
         values['model'] = parse_spec(ns.model)
         values['teachers'] = tuple(parse_spec(t) for t in teacher_specs(ns.teachers, ns.transfer_teacher))
         values['scale'], values['ratio'] = tuple(ns.scale), tuple(ns.ratio)
+        values['dataset'] = DEFAULT_DATASET if ns.dataset is None else ns.dataset
+        values['data_dir'] = DEFAULT_DATA_DIR if ns.data_dir is None else str(ns.data_dir)
+        if ns.val_split is None:
+            from .splits import default_val_split
+            values['val_split'] = default_val_split(values['dataset'])
         return cls(**values)
 
     @property
@@ -273,49 +337,84 @@ def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
 
 
 def parse_args(argv=None) -> TransferConfig:
-    """timm's two-step parse: ``-c config.yaml`` sets defaults, the command line overrides them."""
+    """timm's two-step parse: ``-c config.yaml`` sets defaults, the command line overrides them.
+
+    Flags that contradict the data or cannot be honoured raise :class:`ConfigError` (one sentence);
+    argparse's own usage errors (an unknown flag, a bad choice) exit 2 as usual.
+    """
     config_parser = OneLineParser(add_help=False)
     config_parser.add_argument('-c', '--config', default='')
     config_args, remaining = config_parser.parse_known_args(argv)
     parser = build_parser()
-    parser.add_argument('-c', '--config', default='', help='YAML file of flag defaults (timm style)')
+    parser.add_argument('-c', '--config', default='',
+                        help="YAML of flag defaults: a run's args.yaml, or one written by timm's train.py "
+                             "(default: none)")
     if config_args.config:
         parser.set_defaults(**read_config_file(parser, Path(config_args.config)))
     args = parser.parse_args(remaining)
     if not args.model:
-        parser.error('--model is required (a timm name, hf-hub:ORG/REPO or local-dir:PATH)')
+        raise ConfigError('--model is required; give the student as a timm name, hf-hub:ORG/REPO or local-dir:PATH')
+    for dest, why in REFUSED_FLAGS.items():
+        if getattr(args, dest) not in (None, False, 0, 0.0):
+            raise ConfigError(f'--{dest.replace("_", "-")} is not supported with transfer: {why}')
+    check_dataset_named(args.dataset, args.data_dir)
     return TransferConfig.from_namespace(args)
 
 
+def check_dataset_named(dataset: str | None, data_dir: str | None) -> None:
+    """``--data-dir`` without ``--dataset`` is accepted only for a folder that holds Fashion-MNIST (the default
+    dataset): for any other folder the run would copy Fashion-MNIST into it and evaluate on that instead."""
+    if dataset is not None or data_dir is None:
+        return
+    from .data import fashion_mnist_ready
+    if not fashion_mnist_ready(data_dir):
+        raise ConfigError(f'--data-dir {data_dir} was given without --dataset and holds no Fashion-MNIST (the default '
+                          f'dataset); name the data: --dataset folder for {data_dir}/train/<class>/<images>, '
+                          f'--dataset hfds/NAME for a Hugging Face dataset, or --dataset {DEFAULT_DATASET} to put '
+                          f'Fashion-MNIST there')
+
+
+def _first_process() -> bool:
+    return os.environ.get('RANK', '0') == '0'
+
+
 def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
-    """A YAML of flag defaults; unknown keys, bad YAML and values of the wrong type are usage errors (exit 2)."""
+    """A YAML of flag defaults: a run's args.yaml, or one written by timm's train.py.
+
+    :mod:`timm_gkt.timm_config` sorts a timm config's keys: used, ignored (listed in one
+    warning line), refused or unknown (both raise ConfigError).
+    """
+    from .timm_config import TimmConfigError, check_config_keys
     if not path.is_file():
-        parser.error(f'config file {path} does not exist')
+        raise ConfigError(f'config file {path} does not exist; give the path of a YAML file of flags')
     try:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        where = f' at line {mark.line + 1}' if mark is not None else ''
-        parser.error(f'config file {path} is not valid YAML ({getattr(e, "problem", None) or "syntax error"}'
-                     f'{where}); fix that line')
-    cfg = {} if cfg is None else cfg
+        raise ConfigError(f'config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file') from None
+    if cfg is None:
+        return {}
     if not isinstance(cfg, dict):
-        parser.error(f'config file {path} holds a {type(cfg).__name__}, not flag names with values; '
-                     f'write one "flag_name: value" per line')
+        raise ConfigError(f'config file {path} holds a {type(cfg).__name__}, not flag names with values; write one '
+                          f'"flag_name: value" per line')
+    # the refused flags exist only to explain themselves; in a timm config they are timm's and get ignored
+    own = {a.dest for a in parser._actions} - set(REFUSED_FLAGS) - {'help'}
+    try:
+        keys = check_config_keys(cfg, own, source=str(path))
+    except TimmConfigError as e:
+        raise ConfigError(str(e)) from None
+    warning = keys.warning()
+    if warning and _first_process():
+        print(warning, file=sys.stderr)
     actions = {a.dest: a for a in parser._actions}
-    unknown = sorted(str(k) for k in cfg if str(k).replace('-', '_') not in actions)
-    if unknown:
-        parser.error(f'unknown keys in {path}: {", ".join(unknown)} (use flag names with _ for -)')
     out = {}
-    for key, value in cfg.items():
-        dest = key.replace('-', '_')
-        if dest == 'teachers' and isinstance(value, list):
+    for key, value in keys.used.items():
+        if key == 'teachers' and isinstance(value, list):
             value = ','.join(value)
-        out[dest] = _typed_config_value(parser, actions[dest], value, path)
+        out[key] = _typed_config_value(actions[key], value, path) if key in actions else value
     return out
 
 
-def _typed_config_value(parser, action: argparse.Action, value, path: Path):
+def _typed_config_value(action: argparse.Action, value, path: Path):
     """A YAML value converted by its flag's type: argparse converts string defaults only, so ``epochs: 2.5`` or
     ``lr: [1]`` would otherwise reach the run unchecked."""
     kind = action.type
@@ -330,11 +429,11 @@ def _typed_config_value(parser, action: argparse.Action, value, path: Path):
         except (TypeError, ValueError):
             number = None
         if number is None or (kind is int and not isinstance(item, str) and number != item):
-            parser.error(f'{action.dest} in {path} is {value!r}, not {"an integer" if kind is int else "a number"}; '
+            raise ConfigError(f'{action.dest} in {path} is {value!r}, not {"an integer" if kind is int else "a number"}; '
                          f'write e.g. "{action.dest}: {action.default if action.default is not None else 1}"')
         converted.append(number)
     if many and isinstance(action.nargs, int) and len(converted) != action.nargs:
-        parser.error(f'{action.dest} in {path} needs {action.nargs} values, not {len(converted)}; '
+        raise ConfigError(f'{action.dest} in {path} needs {action.nargs} values, not {len(converted)}; '
                      f'write e.g. "{action.dest}: {list(action.default or ())}"')
     return converted if many else converted[0]
 
@@ -430,6 +529,9 @@ def check_flags(config: TransferConfig) -> None:
         if bad:
             raise ConfigError(f'--data-in-memory replays flips only, not {", ".join(bad)}; use --scale 1 1 '
                               f'--ratio 1 1 without colour jitter, AutoAugment or erasing, or drop --data-in-memory.')
+    if config.initial_checkpoint and not Path(config.initial_checkpoint).is_file():
+        raise ConfigError(f'--initial-checkpoint {config.initial_checkpoint} does not exist; give a checkpoint file '
+                          f'of the student.')
     if config.resume == 'auto' and not config.experiment:
         raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
 

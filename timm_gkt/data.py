@@ -47,6 +47,11 @@ def _has_raw_files(raw_dir: Path) -> bool:
     return all((raw_dir / name).is_file() for name in FASHION_MNIST_FILES)
 
 
+def fashion_mnist_ready(root: str | os.PathLike) -> bool:
+    """Is Fashion-MNIST already prepared under ``root``?"""
+    return _has_raw_files(fashion_mnist_raw_dir(root))
+
+
 def prepare_fashion_mnist(
         root: str | os.PathLike,
         debian_dir: str | os.PathLike | None = None,

@@ -27,11 +27,11 @@ from .rundir import (
 from .schedule import updates_per_epoch
 
 
-def make_accelerator(config):
+def make_accelerator(config, cpu: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
     mixed = ('bf16' if config.amp_dtype == 'bfloat16' else 'fp16') if config.amp else 'no'
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum_steps,
+    return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum_steps,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
 
 

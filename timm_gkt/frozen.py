@@ -90,14 +90,20 @@ class Teacher:
         self.revision = resolved.revision
         self.label_perm = label_perm
         self._model: nn.Module | None = resolved.model
+        self.pretrained = True
 
     @classmethod
-    def load(cls, spec: str | ModelSpec, student: ResolvedModel) -> 'Teacher':
-        """Load a teacher and map its classes onto the student's; LabelSpaceError when they cannot be."""
-        resolved = load_model(spec)
+    def load(cls, spec: str | ModelSpec, student: ResolvedModel, pretrained: bool = True) -> 'Teacher':
+        """Load a teacher and map its classes onto the student's; LabelSpaceError when they cannot be.
+
+        ``pretrained=False`` (a dry run) creates the network without its weights.
+        """
+        resolved = load_model(spec, pretrained=pretrained)
         perm = label_permutation(student.label_names, resolved.label_names, student.num_classes,
                                  resolved.num_classes, teacher=f'teacher {resolved.name}')
-        return cls(resolved, perm)
+        teacher = cls(resolved, perm)
+        teacher.pretrained = pretrained
+        return teacher
 
     @property
     def name(self) -> str:
@@ -107,7 +113,7 @@ class Teacher:
     def model(self) -> nn.Module:
         """The teacher's own network (its class order), loaded again if it was released."""
         if self._model is None:
-            self._model = load_model(self.spec).model
+            self._model = load_model(self.spec, pretrained=self.pretrained).model
         return self._model
 
     @property

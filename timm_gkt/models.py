@@ -238,26 +238,6 @@ class InputAdaptor(nn.Module):
         return (pixels - self.dst_mean.to(x.dtype)) / self.dst_std.to(x.dtype)
 
 
-def dataset_label_names(ds) -> tuple[str, ...] | None:
-    classes = getattr(ds, 'classes', None)
-    if classes is None and hasattr(ds, 'dataset'):  # Subset and similar wrappers
-        return dataset_label_names(ds.dataset)
-    return tuple(str(c) for c in classes) if classes else None
-
-
-def check_dataset_labels(model: ResolvedModel, ds, dataset: str) -> None:
-    """The model's class indices must mean the dataset's labels, or every metric compares the wrong classes."""
-    names = dataset_label_names(ds)
-    if names is None:
-        return
-    if len(names) != model.num_classes:
-        raise LabelSpaceError(f'{dataset} has {len(names)} classes but {model.name} predicts '
-                              f'{model.num_classes}; use a model trained on this label space.')
-    if model.label_names and list(model.label_names) != list(names):
-        raise LabelSpaceError(f'{model.name} orders or names its classes differently from {dataset} '
-                              f'({list(model.label_names[:2])} vs {list(names[:2])}); use a model trained on this dataset.')
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

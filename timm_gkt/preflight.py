@@ -1,33 +1,40 @@
 """Preflight: everything that can fail fails here, before any evaluation or training.
 
-:func:`preflight` turns a :class:`~timm_gkt.config.TransferConfig` into a :class:`Plan`:
-flags checked, model specs resolved, Hub access checked, student and teachers loaded and
-their label spaces matched, datasets opened, the run folder chosen. Each step is one
-function so that new checks (dataset label spaces, split resolution, offline Hub) slot in
-as one more call. Bad input raises one of :data:`BAD_INPUT_ERRORS`; the CLI turns it into
-``error: ...`` and exit code 2.
+:func:`preflight` turns a :class:`~timm_gkt.config.TransferConfig` into a :class:`Plan`, cheap
+checks first: flags; the process count; short model names resolved (``pit_b`` -> ``pit_b_224``);
+specs; the dataset source and both splits (:func:`~timm_gkt.dataplan.check_data`, no image read);
+weights available in the cache or on the Hub, decided in seconds and never downloaded by a dry
+run (:mod:`~timm_gkt.weights`); Hub write access; then the student and teachers are loaded, their
+label spaces matched, the splits opened, matched to the student's classes and subset
+(:func:`~timm_gkt.dataplan.open_data`), and the run folder chosen. Bad input raises one of
+:data:`BAD_INPUT_ERRORS`; the CLI turns it into ``error: ...`` and exit code 2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .config import ConfigError, TransferConfig, check_flags, flag_name
-from .data import DataUnavailableError, create_image_dataset
+from .data import DataUnavailableError
+from .dataplan import RunData, check_data, open_data
 from .frozen import Teacher
 from .hub.publish import PushAccessError, PushTarget
 from .methods import Method
 from .models import (
-    LabelSpaceError, ModelSpecError, ResolvedModel, check_dataset_labels, check_model_spec, count_parameters,
-    load_model, read_model_config,
+    LabelSpaceError, ModelSpecError, ResolvedModel, check_model_spec, count_parameters, load_model, read_model_config,
 )
 from .multi import plan_stages
+from .resolve import resolve_model_names
 from .rundir import (
     RunFolderError, check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint,
 )
 from .schedule import batches_per_process, updates_per_epoch
+from .spec import parse_spec
+from .weights import WeightsCheck, check_weights_available
 
 BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError,
                     RunFolderError)
@@ -36,20 +43,28 @@ BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, Confi
 @dataclass
 class Plan:
     """A run that passed preflight: what it trains, from what, on which data, into which folder."""
-    config: TransferConfig
+    config: TransferConfig  # with short model names resolved
     accelerator: object
     student: ResolvedModel
     student_config: dict  # the student's config.json (carries earlier generations' lineage)
     teachers: dict[str, Teacher]  # by spec, in the order given
-    train_ds: object
-    eval_ds: object
+    data: RunData
     run_dir: Path
     resume_from: Path | None
     student_fingerprint: dict  # what a checkpoint of this run records about the initial student
+    weights: list[WeightsCheck] = field(default_factory=list)
 
     @property
     def method(self) -> Method:
         return self.config.method
+
+    @property
+    def train_ds(self):
+        return self.data.train.dataset
+
+    @property
+    def eval_ds(self):
+        return self.data.eval.dataset
 
     def say(self, *args) -> None:
         self.accelerator.print(*args)
@@ -57,31 +72,36 @@ class Plan:
 
 def preflight(config: TransferConfig) -> Plan:
     from accelerate.utils import set_seed
-
-    from .engine import make_accelerator
     check_flags(config)
+    accelerator = create_accelerator(config)
+    say = accelerator.print
+    config = resolve_names(config, say)
     run_dir, resume_from = resolve_run_dir(config)
     resume_state = check_checkpoint(resume_from) if resume_from is not None else None
     check_run_folder(run_dir)
     for spec in (config.model, *config.teachers):
         check_model_spec(spec)
+    source = check_data(config)
+    weights = check_weights(config)
     if config.push_to_hub:
         push_target(config).check_access()
-    accelerator = make_accelerator(config)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
-    student = load_model(config.model, pretrained=config.pretrained, checkpoint=config.initial_checkpoint or None)
+    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts)
+    load_weights = not config.dry_run
+    student = load_model(config.model, pretrained=config.pretrained and load_weights,
+                         checkpoint=(config.initial_checkpoint or None) if load_weights else None)
     fingerprint = student_fingerprint(student.model)
-    if resume_state is not None:
+    if resume_state is not None and load_weights:
         check_resume_matches(resume_from, resume_state, fingerprint, config.model.text, config.transfer_method)
-    teachers = load_teachers(config, student, accelerator.print)
-    train_ds, eval_ds = load_datasets(config)
-    check_dataset_labels(student, train_ds, config.dataset)
+    teachers = load_teachers(config, student, say, pretrained=load_weights)
+    data = open_data(config, source, student, say)
+    student.label_names = data.head_label_names  # what the exported config.json says the head predicts
     if config.data_in_memory:
-        check_fits_in_memory(len(train_ds), student.preprocessing.input_size)
-    check_schedule(config, len(train_ds), accelerator.num_processes)
-    return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, train_ds, eval_ds,
-                run_dir, resume_from, fingerprint)
+        check_fits_in_memory(len(data.train.dataset), student.preprocessing.input_size)
+    check_schedule(config, len(data.train.dataset), accelerator.num_processes)
+    return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, data, run_dir,
+                resume_from, fingerprint, weights)
 
 
 def check_schedule(config: TransferConfig, train_images: int, processes: int) -> None:
@@ -97,6 +117,45 @@ def check_schedule(config: TransferConfig, train_images: int, processes: int) ->
             raise ConfigError(f'{flag_name("mcl_interval")} {config.mcl_interval} is more than the {total} optimizer '
                               f'updates of a stage, so the slow weights would never move; use --mcl-interval '
                               f'{total} or less, or train longer')
+
+
+def _has_accelerator_device() -> bool:
+    import torch
+    accel = getattr(torch, 'accelerator', None)
+    return accel.is_available() if accel is not None else torch.cuda.is_available()
+
+
+def create_accelerator(config: TransferConfig):
+    """Accelerate's accelerator; several launched processes on a machine without GPUs become gloo processes.
+
+    ``accelerate launch --multi_gpu --num_processes N`` starts N processes with WORLD_SIZE=N; without
+    a GPU, Accelerate would make each of them a one-process job of its own (N copies of the whole
+    run writing one folder) unless it is told to use the CPU, which is what ``cpu=True`` does.
+    """
+    from .engine import make_accelerator
+    world_size = int(os.environ.get('WORLD_SIZE') or 1)
+    accelerator = make_accelerator(config, cpu=world_size > 1 and not _has_accelerator_device())
+    if world_size > 1 and accelerator.num_processes == 1:
+        raise ConfigError(f'this job was launched as {world_size} processes (WORLD_SIZE={world_size}) but Accelerate '
+                          f'sees one, so each would run the whole job on its own; on a machine without GPUs set '
+                          f'ACCELERATE_USE_CPU=1 for accelerate launch --multi_gpu --num_processes {world_size}')
+    return accelerator
+
+
+def resolve_names(config: TransferConfig, say=print) -> TransferConfig:
+    """The config with the paper's short names (``pit_b``) replaced by timm's (``pit_b_224``), one log line each."""
+    given = [config.model.text] + [t.text for t in config.teachers]
+    resolved = resolve_model_names(given, say)
+    if resolved == given:
+        return config
+    return dataclasses.replace(config, model=parse_spec(resolved[0]),
+                               teachers=tuple(parse_spec(t) for t in resolved[1:]))
+
+
+def check_weights(config: TransferConfig) -> list[WeightsCheck]:
+    """Every model's weights in the Hugging Face cache, a local folder or (one HEAD request each) on the Hub."""
+    checks = [check_weights_available(config.model.text, pretrained=config.pretrained)]
+    return checks + [check_weights_available(t.text) for t in config.teachers]
 
 
 def check_fits_in_memory(num_images: int, input_size) -> None:
@@ -115,10 +174,10 @@ def push_target(config: TransferConfig) -> PushTarget | None:
                       max_p_value=config.push_max_pvalue)
 
 
-def load_teachers(config: TransferConfig, student: ResolvedModel, say) -> dict[str, Teacher]:
+def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
     teachers = {}
     for spec in config.teachers:
-        t = Teacher.load(spec, student)
+        t = Teacher.load(spec, student, pretrained=pretrained)
         if t.label_perm is not None:
             say(f'note: teacher {t.name} orders its classes differently; its logits are mapped to the student\'s '
                 f'classes by label name')
@@ -129,19 +188,8 @@ def load_teachers(config: TransferConfig, student: ResolvedModel, say) -> dict[s
     return teachers
 
 
-def subset(ds, n: int):
-    """The first ``n`` samples (0: all)."""
-    if n and n < len(ds):
-        return torch.utils.data.Subset(ds, range(n))
-    return ds
-
-
-def load_datasets(config: TransferConfig):
-    """(transfer data, evaluation data) as timm datasets of PIL images, subsets applied."""
-    def split(name: str, n: int):
-        return subset(create_image_dataset(config.dataset, config.data_dir, name,
-                                           download=config.dataset_download), n)
-    return split(config.train_split, config.train_subset), split(config.val_split, config.eval_subset)
+_WHERE = {'cache': 'in the Hugging Face cache', 'hub': 'on the Hub (not downloaded by a dry run)',
+          'local-dir': 'in a local folder', 'none': 'none (random initialisation, --no-pretrained)'}
 
 
 def global_batch(plan: Plan) -> str:
@@ -166,8 +214,8 @@ def describe_plan(plan: Plan) -> list[str]:
                  f'({config.multi or "single"}; order: {config.teacher_order} teacher top-1, measured before '
                  f'training), {config.epochs} epoch(s) each, {global_batch(plan)}, lr {config.learning_rate} '
                  f'(absolute: not scaled by the batch)')
-    lines.append(f'  data: {config.dataset} {config.train_split} ({len(plan.train_ds)} images) -> '
-                 f'eval on {config.val_split} ({len(plan.eval_ds)} images)')
+    lines += plan.data.describe()
+    lines += [f'  weights of {parse_spec(w.spec).name}: {_WHERE[w.where]}' for w in plan.weights]
     lines.append(f'  output: {plan.run_dir}' + (f'; push to {config.push_to_hub} if Δtransf > {config.push_min_delta}'
                                                 if config.push_to_hub else ''))
     lines.append('dry run: all checks passed')

@@ -127,6 +127,15 @@ def markdown_rows(rows: list[Row]) -> list[str]:
 _CLI_LABELS = {'student top-1': 'student top-1', 'ρpos': '  ρpos, complementary knowledge', 'ρneg': '  ρneg'}
 
 
+def eval_images_text(results: dict) -> str:
+    """'10000 eval images', or '400 eval images (a seeded subset of the 10000 of test)' when only part was used."""
+    subset = ((results.get('data') or {}).get('eval') or {}).get('subset') or {}
+    text = f"{results['eval_samples']} eval images"
+    if subset.get('sampling') not in (None, 'all') and subset.get('size') != subset.get('of'):
+        text += f" (a seeded subset of the {subset['of']} of {results.get('eval_split') or 'the evaluation split'})"
+    return text
+
+
 def format_table(results: dict) -> str:
     """The before/after table the CLI prints at the end of a run."""
     from .methods import get_method
@@ -138,7 +147,7 @@ def format_table(results: dict) -> str:
 
     lines = [f"Transfer into {results['student_name']} from {', '.join(results['stage_order']) or 'no teacher'} "
              f"({get_method(results['method']).title}{mode}, {results['hyperparameters']['epochs']} epoch(s) per "
-             f"stage, {results['eval_samples']} eval images)",
+             f"stage, {eval_images_text(results)})",
              f"{'':34s}{'before':>9s}{'after':>9s}{'Δ':>9s}",
              line(rows[0]),
              f"{'  knowledge gained / lost':34s}{'':9s}{'':9s}  +{results['knowledge_gain']:.2f} / "
@@ -192,6 +201,7 @@ def build_results(plan, ordered: list[str], metrics: dict, history: list[dict], 
         'stage_order': [plan.teachers[s].name for s in ordered],
         'dataset': config.dataset, 'train_split': config.train_split, 'eval_split': config.val_split,
         'eval_samples': metrics['eval_samples'],
+        'data': plan.data.record(),  # splits as read, seeded subsets, how the labels were matched
         'label_names': list(student.label_names) if student.label_names else None,
         **{k: metrics[k] for k in ('top1_before', 'top1_after', 'transfer_delta', 'knowledge_gain', 'knowledge_loss',
                                    'gains', 'losses', 'p_value')},
@@ -246,13 +256,19 @@ def lineage(plan, ordered: list[str], metrics: dict) -> list[dict]:
     return generations
 
 
-def write_results(results: dict, config, *folders: Path) -> None:
-    """results.json and args.yaml (the run's flags, a ``-c`` config for the same run) into each folder."""
-    import yaml
+def write_results(results: dict, config, *folders: Path, public: bool = False) -> None:
+    """results.json and args.yaml (the run's flags, a ``-c`` config for the same run) into each folder.
 
+    ``public``: the copies a push uploads, with local paths reduced to names (:mod:`timm_gkt.public`).
+    """
+    import yaml
     from .atomic import write_text_atomic
+    args = config.to_yaml_dict()
+    if public:
+        from .public import public_args, public_results
+        results, args = public_results(results), public_args(args)
     for path in folders:
         path.mkdir(parents=True, exist_ok=True)
         # args.yaml first: results.json marks a finished run, and neither is ever half written
-        write_text_atomic(path / 'args.yaml', yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+        write_text_atomic(path / 'args.yaml', yaml.safe_dump(args, sort_keys=False))
         write_text_atomic(path / 'results.json', json.dumps(results, indent=2))

@@ -16,25 +16,31 @@ import math
 import sys
 from pathlib import Path
 
-from .data import DataUnavailableError, create_image_dataset
+from .config import DEFAULT_DATA_DIR, DEFAULT_DATASET, ConfigError, check_dataset_named
+from .data import DataUnavailableError
+from .dataplan import EvalFlags, open_eval_data
 from .evaluation import predict
 from .frozen import InStudentOrder
 from .metrics import complementary_knowledge, correctness, percent, positive_flips
-from .models import (
-    LabelSpaceError, ModelSpecError, check_dataset_labels, check_model_spec, label_permutation, load_model,
-)
+from .models import LabelSpaceError, ModelSpecError, check_model_spec, label_permutation, load_model
+from .resolve import resolve_model_names
 
 
-def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: str = 'test',
-         batch_size: int = 256, workers: int = 0, eval_subset: int = 0) -> dict:
+def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: str | None = None,
+         batch_size: int = 256, workers: int = 0, eval_subset: int = 0, class_map: str = '',
+         trust_label_order: bool = False, seed: int = 42, say=print) -> dict:
+    """Evaluate once, compare. The split, label matching and seeded subset are those of a transfer run with the
+    same flags (:func:`timm_gkt.dataplan.open_eval_data`), so the numbers are the ones train.py starts from."""
+    student, *teachers = resolve_model_names([student, *teachers], say)
     for spec in [student] + teachers:
         check_model_spec(spec)
     s = load_model(student)
     ts = [load_model(t) for t in teachers]
     perms = [label_permutation(s.label_names, t.label_names, s.num_classes, t.num_classes, teacher=f'teacher {t.name}')
              for t in ts]
-    ds = _eval_dataset(dataset, data_dir, split, eval_subset)
-    check_dataset_labels(s, ds, dataset)
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
+    split = flags.val_split
+    ds = open_eval_data(flags, s, say).dataset
     models = [s.model] + [InStudentOrder(t.model, perm) for t, perm in zip(ts, perms)]
     preds, target = predict(models, [s.preprocessing] + [t.preprocessing for t in ts], ds,
                             batch_size=batch_size, num_workers=workers, desc='scan')
@@ -46,21 +52,22 @@ def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: 
     return out
 
 
-def _eval_dataset(dataset, data_dir, split, eval_subset):
-    import torch
-    ds = create_image_dataset(dataset, data_dir, split)
-    return torch.utils.data.Subset(ds, range(eval_subset)) if eval_subset else ds
+def _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed) -> EvalFlags:
+    from .splits import default_val_split
+    return EvalFlags(dataset, str(data_dir), split or default_val_split(dataset), class_map=class_map,
+                     trust_label_order=trust_label_order, eval_subset=eval_subset, seed=seed)
 
 
-def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str = 'test', batch_size: int = 256,
-                    workers: int = 0, eval_subset: int = 0) -> dict:
+def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str | None = None, batch_size: int = 256,
+                    workers: int = 0, eval_subset: int = 0, class_map: str = '', trust_label_order: bool = False,
+                    seed: int = 42, say=print) -> dict:
     """ρpos(teacher=row, student=column) for every pair, from one pass over the evaluation split."""
     models = [load_model(s) for s in specs]
     ref = models[0]
     perms = [label_permutation(ref.label_names, m.label_names, ref.num_classes, m.num_classes, teacher=m.name)
              for m in models]
-    ds = _eval_dataset(dataset, data_dir, split, eval_subset)
-    check_dataset_labels(ref, ds, dataset)
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
+    ds = open_eval_data(flags, ref, say).dataset
     preds, target = predict([InStudentOrder(m.model, perm) for m, perm in zip(models, perms)],
                             [m.preprocessing for m in models], ds, batch_size=batch_size, num_workers=workers,
                             desc='scan')
@@ -114,20 +121,28 @@ def main(argv=None) -> int:
     p.add_argument('--student', help='student spec (timm name, hf-hub:ORG/REPO, local-dir:PATH)')
     p.add_argument('--teachers', default='', help='comma-separated teacher specs')
     p.add_argument('--zoo', default=None, help='scan every pair of models listed in ZOO/index.json')
-    p.add_argument('--dataset', '-d', default='torch/fashion_mnist')
-    p.add_argument('--data-dir', default='data')
-    p.add_argument('--val-split', default='test')
+    p.add_argument('--dataset', '-d', default=None, help=f'as for train.py (default: {DEFAULT_DATASET})')
+    p.add_argument('--data-dir', default=None, help=f'as for train.py (default: {DEFAULT_DATA_DIR})')
+    p.add_argument('--val-split', default=None, help='as for train.py (default: test for Fashion-MNIST and other '
+                                                     'train/test torchvision datasets, else validation)')
+    p.add_argument('--class-map', default='', help='as for train.py')
+    p.add_argument('--trust-label-order', action='store_true', help='as for train.py')
     p.add_argument('-b', '--batch-size', type=int, default=256)
     p.add_argument('-j', '--workers', type=int, default=0)
-    p.add_argument('--eval-subset', type=int, default=0, help='first N images only (0 = all)')
+    p.add_argument('--eval-subset', type=int, default=0,
+                   help='a seeded, class-stratified sample of N images, the same as train.py takes (0 = all)')
+    p.add_argument('--seed', type=int, default=42, help='seed of the --eval-subset sample (as train.py\'s --seed)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
     p.add_argument('--predictor', default=None, metavar='JSON',
                    help='gain-predictor coefficients (default: the file fitted on the zoo study, shipped in the package)')
     p.add_argument('--markdown', action='store_true', help='with --zoo: print the matrix as a markdown table')
     args = p.parse_args(argv)
-    common = dict(dataset=args.dataset, data_dir=args.data_dir, split=args.val_split, batch_size=args.batch_size,
-                  workers=args.workers, eval_subset=args.eval_subset)
+    common = dict(dataset=args.dataset or DEFAULT_DATASET, data_dir=args.data_dir or DEFAULT_DATA_DIR,
+                  split=args.val_split, batch_size=args.batch_size, workers=args.workers, eval_subset=args.eval_subset,
+                  class_map=args.class_map, trust_label_order=args.trust_label_order, seed=args.seed,
+                  say=lambda line: print(line, file=sys.stderr))
     try:
+        check_dataset_named(args.dataset, args.data_dir)
         if args.zoo:
             index = json.loads((Path(args.zoo) / 'index.json').read_text())
             specs = [f"local-dir:{Path(args.zoo) / m['name']}" for m in index['models']]
@@ -138,7 +153,7 @@ def main(argv=None) -> int:
             p.error('give --student and --teachers, or --zoo DIR')
         teachers = [t.strip() for t in args.teachers.split(',') if t.strip()]
         result = scan(args.student, teachers, **common)
-    except (ModelSpecError, LabelSpaceError, DataUnavailableError) as e:
+    except (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     from .predictor import COEFFICIENTS, Predictor, annotate_scan, format_prediction

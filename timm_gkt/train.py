@@ -85,12 +85,15 @@ def write_export(plan: Plan, transfer, results: dict, export_dir: Path) -> None:
     from timm_gkt.atomic import staged_folder
     from timm_gkt.export import export_student
     from timm_gkt.hub import write_card
+    from timm_gkt.public import public_results
     from timm_gkt.results import write_results
     try:
         with staged_folder(export_dir) as staging:
-            export_student(transfer.model.cpu(), plan.student, staging, results['lineage'])
-            write_results(results, plan.config, staging)
-            write_card(results, staging)  # without a repo id: a refused or failed push names no repo it never reached
+            # export/ is what a push uploads: it names local models and data by folder name, never by path
+            public = public_results(results)
+            export_student(transfer.model.cpu(), plan.student, staging, public['lineage'])
+            write_results(results, plan.config, staging, public=True)
+            write_card(public, staging)  # without a repo id: a refused or failed push names no repo it never reached
     except OSError as e:
         from timm_gkt.rundir import latest_checkpoint
         checkpoint = latest_checkpoint(plan.run_dir)
@@ -123,7 +126,8 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
             plan.say(f'error: {outcome.message}')
         else:
             results['pushed'] = outcome.url
-            write_results(results, plan.config, run_dir, export_dir)
+            write_results(results, plan.config, run_dir)
+            write_results(results, plan.config, export_dir, public=True)
         if outcome.code != PUSH_FAILED:
             plan.say(outcome.message)
     write_step_summary(results, decision)
@@ -137,12 +141,12 @@ def main(argv=None) -> int:
 
     Bad input (found by preflight) exits 2, a run that failed (non-finite loss, export) 1,
     anything unexpected 1 with a request to rerun with ``--debug`` (or TIMM_GKT_DEBUG=1),
-    which prints the traceback as well.
+    which prints the traceback as well. Usage errors are argparse's: one line, exit 2.
     """
-    config = parse_args(argv)  # a usage error is already one line and exit code 2
-    debug = config.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in args or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:
-        return run(config)
+        return run(parse_args(argv))
     except BAD_INPUT_ERRORS as e:
         return fail(f'{e}', EXIT_BAD_INPUT, debug)
     except TrainingFailed as e:

@@ -64,14 +64,40 @@ _KNOWN_DATASETS = {
 
 
 def hub_dataset(spec: str | None) -> tuple[str | None, str | None]:
-    """(Hub dataset id, display name) for a timm dataset spec such as ``torch/fashion_mnist`` or ``hfds/org/name``."""
+    """(Hub dataset id or None, display name) for a timm dataset spec such as ``torch/fashion_mnist``.
+
+    The id is set only for data that is on the Hub: ``hfds/ORG/NAME`` not found on disk, or a
+    torchvision dataset whose Hub copy is known; folders and local ``hfds/`` data have none.
+    """
+    from ..public import hub_dataset_id, public_path
     if not spec:
         return None, None
     prefix, _, rest = spec.partition('/')
-    if prefix in ('hfds', 'hfids') and rest:
-        return rest, rest
-    name = rest if prefix in ('torch', 'tfds', 'wds') and rest else spec
-    return _KNOWN_DATASETS.get(name.lower(), (name, name))
+    if prefix.lower() in ('hfds', 'hfids') and rest:
+        hub_id = hub_dataset_id(spec)
+        return hub_id, hub_id or public_path(rest)
+    name = rest if prefix.lower() in ('torch', 'tfds', 'wds') and rest else spec
+    return _KNOWN_DATASETS.get(name.lower(), (None, name))
+
+
+def results_dataset(results: dict) -> tuple[str | None, str | None]:
+    """(Hub dataset id or None, display name) of a run, from what the run recorded about its data when it can."""
+    data = results.get('data') or {}
+    if data.get('kind') in ('hfds', 'hfids'):
+        hub_id = data.get('hub_id')
+        return hub_id, hub_id or data.get('name')
+    if data.get('kind') == 'folder':
+        return None, data.get('name')
+    return hub_dataset(results.get('dataset'))
+
+
+def eval_scope(results: dict) -> dict | None:
+    """The seeded subset the top-1 was measured on, when it is not the whole evaluation split."""
+    subset = ((results.get('data') or {}).get('eval') or {}).get('subset') or {}
+    if subset.get('sampling') in (None, 'all') or subset.get('size') == subset.get('of'):
+        return None
+    return {'num_samples': subset['size'], 'of': subset['of'], 'seed': subset.get('seed'),
+            'sampling': subset['sampling']}
 
 
 def student_hub_id(results: dict) -> str | None:
@@ -114,8 +140,13 @@ def _lineage(results: dict, export_dir: Path | None = None) -> list[dict]:
 
 
 def _eval_results(results: dict) -> list:
+    """model-index entries, for data on the Hub only (the index names a Hub dataset); a top-1 measured on a
+    subset says so in its name and in ``dataset_args``."""
     from huggingface_hub import EvalResult
-    dataset_id, dataset_name = hub_dataset(results.get('dataset'))
+    dataset_id, dataset_name = results_dataset(results)
+    scope = eval_scope(results)
+    on = (f" on a seeded {scope['sampling']} subset of {scope['num_samples']} of the {scope['of']} images"
+          if scope else '')
 
     def result(metric_type: str, name: str, value: Any) -> EvalResult | None:
         value = num(value)
@@ -123,7 +154,8 @@ def _eval_results(results: dict) -> list:
             return None
         return EvalResult(task_type='image-classification', task_name='Image Classification',
                           dataset_type=dataset_id, dataset_name=dataset_name, dataset_split=results.get('eval_split'),
-                          metric_type=metric_type, metric_name=name, metric_value=round(value, 4))
+                          dataset_args=dict(scope) if scope else None,
+                          metric_type=metric_type, metric_name=name + on, metric_value=round(value, 4))
 
     # 'accuracy' is this model's score; the student's score before transfer gets its own type so that
     # leaderboards reading model-index do not mistake it for this model's
@@ -145,7 +177,7 @@ def _eval_results(results: dict) -> list:
 def card_data(results: dict, repo_id: str | None = None):
     """The card's metadata: library, tags, base model (the student only), datasets, license, model-index."""
     from huggingface_hub import ModelCardData
-    dataset_id, _ = hub_dataset(results.get('dataset'))
+    dataset_id, _ = results_dataset(results)
     evals = _eval_results(results)
     model_name = repo_id.split('/')[-1] if repo_id else f"{results.get('student_name') or 'student'}-gkt"
     # base_model is the one model these weights were fine-tuned from; a list would mean a merge, so the
@@ -215,11 +247,15 @@ def card_context(results: dict, repo_id: str | None = None, plots: Iterable[str]
     student_name = results.get('student_name') or short_name(results.get('student') or 'student')
     teachers = results.get('teachers') or []
     teacher_names = [teacher_name(t) for t in teachers]
-    _, dataset_name = hub_dataset(results.get('dataset'))
+    _, dataset_name = results_dataset(results)
     dataset_prefix = f'{dataset_name} ' if dataset_name else ''
     eval_samples = results.get('eval_samples')
     eval_split_text = f"{dataset_prefix}{results.get('eval_split') or 'evaluation'} split"
-    if eval_samples:
+    scope = eval_scope(results)
+    if scope:
+        eval_split_text += (f" (a seeded {scope['sampling']} subset of {scope['num_samples']} of its "
+                            f"{scope['of']} images)")
+    elif eval_samples:
         eval_split_text += f' ({eval_samples} images)'
     summary, verdict_line = _summary(results, student_name, teacher_names, eval_split_text)
     hp = results.get('hyperparameters') or {}
