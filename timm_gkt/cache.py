@@ -98,13 +98,17 @@ class TopKFormat:
         return fill.expand(-1, self.num_classes).clone().scatter_(1, indices, values)
 
 
+def check_storage_name(name: str) -> str:
+    if name in ('float32', 'float16') or (name.startswith('topk:') and name[5:].isdigit()):
+        return name
+    raise CacheError(f'unknown cache storage {name!r}; use float32, float16 or topk:K')
+
+
 def storage_format(name: str, num_classes: int):
     """'float32' (default, exact), 'float16' or 'topk:K'."""
-    if name in ('float32', 'float16'):
-        return DenseFormat(name, num_classes)
-    if name.startswith('topk:') and name[5:].isdigit():
+    if check_storage_name(name).startswith('topk:'):
         return TopKFormat(int(name[5:]), num_classes)
-    raise CacheError(f'unknown cache storage {name!r}; use float32, float16 or topk:K')
+    return DenseFormat(name, num_classes)
 
 
 # ----------------------------------------------------------------------------- files
@@ -322,7 +326,7 @@ class TeacherCache:
     """A folder of cached outputs, one subfolder per :class:`~timm_gkt.fingerprint.CacheKey`."""
 
     def __init__(self, root: str | os.PathLike, storage: str = 'float32', verify: bool = True):
-        storage_format(storage, 2)  # fail on a bad name now, not after the first epoch
+        check_storage_name(storage)  # fail now, not after the first epoch
         self.root, self.storage, self.verify = Path(root), storage, verify
 
     def folder(self, key: CacheKey) -> Path:

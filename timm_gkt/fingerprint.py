@@ -24,16 +24,16 @@ FINGERPRINT_VERSION = 1
 _SIMPLE = (bool, int, float, str, type(None))
 
 
-def _hash_bytes(*chunks: bytes) -> str:
+def _hash_bytes(*chunks) -> str:
     h = hashlib.blake2b(digest_size=16)
     for c in chunks:
         h.update(c)
     return h.hexdigest()
 
 
-def tensor_bytes(t: torch.Tensor) -> bytes:
-    # any dtype (bf16 included, which NumPy lacks) as raw bytes
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+def tensor_bytes(t: torch.Tensor) -> np.ndarray:
+    """Raw bytes of any dtype (bf16 included, which NumPy lacks), as a uint8 array hashlib reads without a copy."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def describe(obj: Any, _depth: int = 0) -> Any:
@@ -114,21 +114,31 @@ def dataset_fingerprint(dataset, samples: int = 64) -> dict:
     hashed whole; others by their file list if they have one and ``samples`` evenly spaced items.
     """
     base, indices = _unwrap_dataset(dataset)
+    return {'type': f'{type(base).__module__}.{type(base).__qualname__}', 'base_len': len(base),
+            'content': _content_digest(base, samples), 'num_samples': len(dataset),
+            'indices': None if indices is None else _hash_bytes(indices)}
+
+
+def _content_digest(base, samples: int) -> str:
     data, targets = getattr(base, 'data', None), getattr(base, 'targets', None)
     if isinstance(data, (torch.Tensor, np.ndarray)) and targets is not None:
+        # every cached model of a run would hash the same 47 MB again: remember the digest for this very
+        # array object (an array edited in place would keep its digest; datasets are not edited in training)
+        memo = getattr(base, '_timm_gkt_content', None)
+        if memo is not None and memo[0] is data:
+            return memo[1]
         content = _hash_bytes(tensor_bytes(torch.as_tensor(data)), tensor_bytes(torch.as_tensor(targets)))
-    else:
-        h = hashlib.blake2b(digest_size=16)
-        listing = getattr(getattr(base, 'reader', None), 'samples', None)
-        if listing is not None:
-            h.update(json.dumps(describe(list(listing))).encode())
-        for i in np.linspace(0, len(base) - 1, num=min(samples, len(base)), dtype=np.int64):
-            img, target = base[int(i)][:2]
-            h.update(np.asarray(img).tobytes())
-            h.update(str(target).encode())
-        content = h.hexdigest()
-    return {'type': f'{type(base).__module__}.{type(base).__qualname__}', 'base_len': len(base), 'content': content,
-            'num_samples': len(dataset), 'indices': None if indices is None else _hash_bytes(indices.tobytes())}
+        base._timm_gkt_content = (data, content)
+        return content
+    h = hashlib.blake2b(digest_size=16)
+    listing = getattr(getattr(base, 'reader', None), 'samples', None)
+    if listing is not None:
+        h.update(json.dumps(describe(list(listing))).encode())
+    for i in np.linspace(0, len(base) - 1, num=min(samples, len(base)), dtype=np.int64):
+        img, target = base[int(i)][:2]
+        h.update(np.asarray(img).tobytes())
+        h.update(str(target).encode())
+    return h.hexdigest()
 
 
 def augmentation_fingerprint(replay_dataset) -> dict:
