@@ -1,107 +1,263 @@
 #!/usr/bin/env python
-"""Transfer study on the zoo: Δtransf (McNemar p) of KL-Dist, KL+DP (supervised and unsupervised)
-and the cross-entropy control, for student-teacher pairs with weaker and stronger teachers.
+"""The zoo study: does General Knowledge Transfer make the zoo's students better than more training does?
 
-    python scripts/study.py --pairs resnet_a:convnext_a,convnext_a:resnet_a --epochs 2
-    python scripts/study.py --report                # markdown table of every finished run
+    python scripts/study.py run --part select      # hyper-parameter choice on the validation split (3 pairs)
+    python scripts/study.py run --part main        # 56 pairs x 5 methods + one CE control per student
+    python scripts/study.py run --part sequential  # each student's 2 and 3 most complementary teachers
+    python scripts/study.py status                 # what is done, what is left
+    python scripts/study.py report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
 
-Each run is one ``timm_gkt.train`` process writing ``OUT/<student>__<teacher>__<method>/results.json``;
-finished runs are skipped, so the study can be stopped and continued.
+Every run is one ``timm_gkt.train`` process with its own folder under ``--work`` (checkpoints,
+export; resumed with ``--resume auto`` when it was killed halfway). A finished run's results are
+kept as ``studies/zoo/runs/<run>.json`` (committed, a few KB each); a run whose file exists is
+skipped, so the study continues across sessions and machines. The report needs only those files.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = {
-    'ce': ['--transfer-method', 'ce'],
+sys.path.insert(0, str(ROOT))
+
+STUDY_DIR = ROOT / 'studies' / 'zoo'
+RUNS_DIR = STUDY_DIR / 'runs'
+ZOO = ROOT / 'zoo'
+
+# The study's one recipe (shared with scripts/polish_zoo.py, whose rounds are exactly the CE control):
+# SGD with momentum 0.9 (timm 'momentum': no Nesterov), per-update cosine decay, weight decay 1e-4,
+# batch 128, flips only (the zoo was trained with shifts and flips), two passes over the 55,000
+# transfer images: the first 55,000 training images; the last 5,000 are the validation split on
+# which the learning rate was chosen. All reported metrics are on the 10,000 test images.
+TRANSFER_SPLIT = 'train[:55000]'
+VALIDATION_SPLIT = 'train[55000:]'
+BASE_FLAGS = ['--opt', 'momentum', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
+              '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--seed', '0', '--checkpoint-hist', '1',
+              '--train-split', TRANSFER_SPLIT]
+LR_GRID = ('1e-4', '3e-4', '1e-3')
+# chosen on the validation split by `run --part select` (see README, "Zoo study"); None until then
+CHOSEN_LR_FILE = STUDY_DIR / 'chosen.json'
+
+PAIR_METHODS = {
     'kl': ['--transfer-method', 'kl'],
+    'xekl': ['--transfer-method', 'xekl'],
+    'xekl-mcl': ['--transfer-method', 'xekl-mcl'],
     'kldp': ['--transfer-method', 'kldp'],
     'kldp-unsup': ['--transfer-method', 'kldp', '--dp-mode', 'unsupervised'],
 }
+METHOD_TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL',
+                 'kldp': 'KL+DP', 'kldp-unsup': 'KL+DP unsup.'}
+# three pairs for the choice of lr: a stronger, an about equal and a weaker teacher, three families
+SELECT_PAIRS = (('vit_a', 'resnet_a'), ('effnet_a', 'byob_a'), ('resnet_a', 'convnext_a'))
 
 
-def run_name(student, teacher, method):
-    # the CE control ignores the teacher for training but still reports the flip metrics against it
-    return f'{student}__{teacher}__{method}'
+@dataclass
+class Run:
+    name: str
+    kind: str  # select | control | pair | sequential
+    student: str
+    teachers: tuple[str, ...]
+    method: str
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def record_path(self) -> Path:
+        return RUNS_DIR / f'{self.name}.json'
 
 
-def run_one(student, teacher, method, args) -> Path:
-    name = run_name(student, teacher, method)
-    results = Path(args.out) / name / 'results.json'
-    if results.is_file():
-        return results
-    cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', f'local-dir:{args.zoo}/{student}',
-           '--teachers', f'local-dir:{args.zoo}/{teacher}', *METHODS[method], '--epochs', str(args.epochs),
-           '--data-dir', args.data_dir, '--output', args.out, '--experiment', name, '--seed', str(args.seed),
-           '--checkpoint-hist', '1', *args.extra.split()]
-    if args.train_subset:
-        cmd += ['--train-subset', str(args.train_subset)]
+def zoo_names() -> list[str]:
+    return [m['name'] for m in json.loads((ZOO / 'index.json').read_text())['models']]
+
+
+def chosen_lr() -> str:
+    if not CHOSEN_LR_FILE.is_file():
+        raise SystemExit('no learning rate chosen yet: run `python scripts/study.py run --part select` first.')
+    return json.loads(CHOSEN_LR_FILE.read_text())['lr']
+
+
+def select_runs() -> list[Run]:
+    runs = []
+    for lr in LR_GRID:
+        for student, teacher in SELECT_PAIRS:
+            runs.append(Run(f'select__{student}__{teacher}__kldp__lr{lr}', 'select', student, (teacher,), 'kldp',
+                            ['--transfer-method', 'kldp', '--lr', lr, '--val-split', VALIDATION_SPLIT]))
+    return runs
+
+
+def main_runs() -> list[Run]:
+    lr = chosen_lr()
+    names = zoo_names()
+    runs = [Run(f'{s}__ce', 'control', s, (), 'ce', ['--transfer-method', 'ce', '--lr', lr]) for s in names]
+    # method-major within a pair so that a pair's runs follow each other (they share teacher outputs)
+    for s in names:
+        for t in names:
+            if s == t:
+                continue
+            for method, flags in PAIR_METHODS.items():
+                runs.append(Run(f'{s}__{t}__{method}', 'pair', s, (t,), method, [*flags, '--lr', lr]))
+    return runs
+
+
+def complementary_teachers(student: str, k: int) -> list[str]:
+    """The k teachers with the most complementary knowledge (ρpos on the validation split)."""
+    matrix = json.loads((STUDY_DIR / 'rho_pos_validation.json').read_text())
+    col = {t: row[student] for t, row in matrix['rho_pos'].items() if t != student}
+    return sorted(col, key=lambda t: -col[t])[:k]
+
+
+def sequential_runs() -> list[Run]:
+    lr = chosen_lr()
+    runs = []
+    for s in zoo_names():
+        for k in (2, 3):
+            teachers = tuple(complementary_teachers(s, k))
+            runs.append(Run(f'{s}__seq{k}__kldp', 'sequential', s, teachers, 'kldp',
+                            ['--transfer-method', 'kldp', '--multi-teacher', 'sequential', '--lr', lr]))
+    return runs
+
+
+PARTS = {'select': select_runs, 'main': main_runs, 'sequential': sequential_runs}
+
+
+def command(run: Run, args) -> list[str]:
+    cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', f'local-dir:{ZOO / run.student}',
+           '--data-dir', args.data_dir, '--output', args.work, '--experiment', run.name, '--resume', 'auto',
+           *BASE_FLAGS, *run.flags]
+    if run.teachers:
+        cmd += ['--teachers', ','.join(f'local-dir:{ZOO / t}' for t in run.teachers)]
+    if args.teacher_cache:
+        cmd += ['--teacher-cache', args.teacher_cache]
+    return cmd
+
+
+def _train_in_child(argv: list[str], log: Path) -> int:
+    """Run ``timm_gkt.train`` in a forked child of this process: torch and timm are imported once
+    (an import of the CUDA build of torch can take minutes on a busy 2-core machine), and every run
+    still gets a fresh process state (Accelerate singletons, RNGs, thread pools)."""
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            from timm_gkt import train
+            code = train.main(argv)
+        except SystemExit as e:  # argparse errors
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the log keeps the traceback
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code or 0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def execute(run: Run, args) -> dict | None:
+    if run.record_path.is_file():
+        return None
     t0 = time.time()
-    print(f'[study] {name} ...', flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f'[study] {name} failed with exit code {proc.returncode}')
-    r = json.loads(results.read_text())
-    print(f'[study] {name}: Δ {r["transfer_delta"]:+.2f} (p={r["p_value"]:.3g}) in {time.time() - t0:.0f} s',
-          flush=True)
-    return results
+    argv = command(run, args)[3:]  # drop `python -m timm_gkt.train`
+    log = Path(args.work) / f'{run.name}.log'
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = _train_in_child(argv, log)
+    if code != 0:
+        print(f'[study] {run.name} FAILED (exit {code}); log: {log}', flush=True)
+        return None
+    results = json.loads((Path(args.work) / run.name / 'results.json').read_text())
+    record = {'run': run.name, 'kind': run.kind, 'student': run.student, 'teachers': list(run.teachers),
+              'method': run.method, 'flags': BASE_FLAGS + run.flags, 'wall_seconds': round(time.time() - t0, 1),
+              'threads': args.threads, 'results': results}
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = run.record_path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run.record_path)  # a half-written record never looks finished
+    print(f'[study] {run.name}: Δ {results["transfer_delta"]:+.2f} (p={results["p_value"]:.2g}) '
+          f'in {record["wall_seconds"]:.0f} s', flush=True)
+    return record
 
 
-def report(out: str) -> str:
-    rows = []
-    for path in sorted(Path(out).glob('*/results.json')):
-        r = json.loads(path.read_text())
-        t = r['teachers'][0]
-        student, teacher, method = path.parent.name.split('__')
-        rows.append((student, teacher, method, r, t))
-    order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda x: (x[0], x[1], order[x[2]]))
-    lines = ['| student (top-1) | teacher (top-1) | method | Δtransf | p | gain / loss | routed | Δρpos | Δρneg |',
-             '|---|---|---|---:|---:|---:|---:|---:|---:|']
-    for student, teacher, method, r, t in rows:
-        routed = '' if t['routed_share'] is None else f"{t['routed_share']:.1f}%"
-        lines.append(
-            f"| {student} ({r['top1_before']:.2f}) | {teacher} ({t['top1']:.2f}) | {method} | "
-            f"{r['transfer_delta']:+.2f} | {r['p_value']:.2g} | {r['knowledge_gain']:.2f} / {r['knowledge_loss']:.2f} | "
-            f"{routed} | {t['pos_flips_delta']:+.2f} | {t['neg_flips_delta']:+.2f} |")
-    return '\n'.join(lines)
+def run_part(args) -> None:
+    runs = [r for part in args.part.split(',') for r in PARTS[part]()]
+    todo = [r for r in runs if not r.record_path.is_file()]
+    print(f'[study] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go, '
+          f'{args.jobs} at a time', flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(lambda r: execute(r, args), todo))
+    if 'select' in args.part.split(','):
+        choose_lr()
+
+
+def choose_lr() -> None:
+    """The lr whose KL+DP runs gain most on the validation split, on average over the 3 pairs."""
+    from timm_gkt.stats import mean
+    by_lr = {}
+    for lr in LR_GRID:
+        deltas = []
+        for student, teacher in SELECT_PAIRS:
+            path = RUNS_DIR / f'select__{student}__{teacher}__kldp__lr{lr}.json'
+            if not path.is_file():
+                return
+            deltas.append(json.loads(path.read_text())['results']['transfer_delta'])
+        by_lr[lr] = mean(deltas)
+    best = max(by_lr, key=by_lr.get)
+    CHOSEN_LR_FILE.write_text(json.dumps({
+        'lr': best, 'rule': 'largest mean KL+DP transfer delta on the validation split over the 3 selection pairs',
+        'validation_split': VALIDATION_SPLIT, 'pairs': [list(p) for p in SELECT_PAIRS],
+        'mean_delta_by_lr': {k: round(v, 3) for k, v in by_lr.items()}}, indent=1))
+    print(f'[study] chosen lr {best} (mean validation Δ by lr: {by_lr})')
+
+
+def status(args) -> None:
+    for part, make in PARTS.items():
+        try:
+            runs = make()
+        except SystemExit as e:
+            print(f'{part:10s} not ready: {e}')
+            continue
+        done = [r for r in runs if r.record_path.is_file()]
+        secs = [json.loads(r.record_path.read_text())['wall_seconds'] for r in done]
+        eta = f', ~{(len(runs) - len(done)) * sum(secs) / len(secs) / 3600:.1f} h left at one job' if secs else ''
+        print(f'{part:10s} {len(done):4d} / {len(runs)} runs{eta}')
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--pairs', default='', help='student:teacher,... (zoo names)')
-    p.add_argument('--methods', default=','.join(METHODS))
-    p.add_argument('--epochs', type=int, default=2)
-    p.add_argument('--train-subset', type=int, default=0)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--zoo', default='zoo')
-    p.add_argument('--data-dir', default='data')
-    p.add_argument('--out', default='output/study')
-    p.add_argument('--extra', default='--scale 1 1 --ratio 1 1',
-                   help='more train.py flags; default: flips only, close to how the zoo was trained')
-    p.add_argument('--report', action='store_true')
+    sub = p.add_subparsers(dest='command', required=True)
+    r = sub.add_parser('run', help='run (or continue) a part of the study')
+    r.add_argument('--part', default='main', help='select, main, sequential (comma-separated)')
+    r.add_argument('--jobs', type=int, default=1, help='runs at a time (one thread each)')
+    r.add_argument('--threads', type=int, default=1)
+    r.add_argument('--work', default=str(ROOT / 'output' / 'study'))
+    r.add_argument('--data-dir', default=str(ROOT / 'data'))
+    r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
+    sub.add_parser('status', help='runs done and left')
+    rep = sub.add_parser('report', help='tables, plots and verdict from studies/zoo/runs')
+    rep.add_argument('--json', action='store_true', help='print one JSON object instead of markdown')
+    rep.add_argument('--readme', default=str(ROOT / 'README.md'), help='README to rewrite between the study markers')
+    rep.add_argument('--no-write', action='store_true', help='print only; do not touch the README or plots')
     args = p.parse_args(argv)
-    if args.report:
-        print(report(args.out))
-        return
-    methods = args.methods.split(',')
-    pairs = [tuple(pair.split(':')) for pair in args.pairs.split(',') if pair]
-    controls_done = set()
-    for student, teacher in pairs:
-        for method in methods:
-            if method == 'ce':
-                if student in controls_done:
-                    continue  # one control per student: it does not depend on the teacher
-                controls_done.add(student)
-            run_one(student, teacher, method, args)
-    print(report(args.out))
+    if args.command == 'run':
+        # set before torch is imported: the forked runs inherit one-thread pools
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        import torch
+        torch.set_num_threads(args.threads)
+        from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
+        run_part(args)
+    elif args.command == 'status':
+        status(args)
+    else:
+        from study_report import report_main  # scripts/study_report.py
+        report_main(args)
 
 
 if __name__ == '__main__':

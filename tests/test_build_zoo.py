@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # the micro-zoo is trained (or read from TIMM_GKT_MICRO_ZOO) and verified
 ROOT = Path(__file__).resolve().parent.parent
 
 

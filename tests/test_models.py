@@ -208,17 +208,9 @@ LABEL_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    torch.manual_seed(0)
-    model = timm.create_model('test_vit', num_classes=10, in_chans=1, img_size=28, patch_size=7, depth=1).eval()
+def exported(tmp_path_factory, export_tiny):
     folder = tmp_path_factory.mktemp('export') / 'fmnist_vit'
-    timm.models.save_for_hf(
-        model, folder,
-        model_config={'label_names': LABEL_NAMES},
-        data_config={'input_size': (1, 28, 28), 'mean': (0.286,), 'std': (0.353,), 'crop_pct': 1.0,
-                     'interpolation': 'bilinear'},
-        safe_serialization=True,
-    )
+    model, _ = export_tiny(folder, label_names=LABEL_NAMES)
     return model, folder
 
 

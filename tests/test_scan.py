@@ -1,6 +1,6 @@
 """Scan (timm_gkt/scan.py): table formatting on hand-made results, and scan / pairwise_matrix / main end to end.
 
-The end-to-end tests export tiny untrained ViTs with ``timm.models.save_for_hf`` and
+The end-to-end tests export tiny untrained ViTs (the shared ``export_tiny`` fixture) and
 check the scan's numbers against predictions made here, image by image, through each
 model's own eval transform on the first 64 Fashion-MNIST test images. One teacher is
 exported with a larger input size and its classes in reverse order, so a scan that fed
@@ -10,7 +10,6 @@ import json
 import math
 
 import pytest
-import timm
 import torch
 
 from timm_gkt.data import FASHION_MNIST_LABELS
@@ -96,24 +95,13 @@ def test_format_scan_lists_teachers_by_complementary_knowledge_with_their_top_cl
 
 # --- end to end on exported tiny models -------------------------------------------------------------
 
-def export(folder, seed, label_names, size, patch):
-    torch.manual_seed(seed)
-    model = timm.create_model('test_vit', num_classes=10, in_chans=1, img_size=size, patch_size=patch, depth=1)
-    with torch.no_grad():
-        model.head.weight.mul_(5.0)  # spread the untrained predictions over more classes
-    timm.models.save_for_hf(
-        model.eval(), folder,
-        model_config={'label_names': list(label_names)},
-        data_config={'input_size': (1, size, size), 'mean': (0.286,), 'std': (0.353,), 'crop_pct': 1.0,
-                     'interpolation': 'bilinear'},
-        safe_serialization=True,
-    )
-    return f'local-dir:{folder}'
-
-
 @pytest.fixture(scope='module')
-def zoo(tmp_path_factory):
+def zoo(tmp_path_factory, export_tiny):
     root = tmp_path_factory.mktemp('scanzoo')
+
+    def export(folder, seed, label_names, size, patch):
+        return export_tiny(folder, seed=seed, label_names=label_names, size=size, patch=patch, head_scale=5.0)[1]
+
     specs = {
         'student': export(root / 'vit_s', 0, LABELS, 28, 7),
         # another input size and the classes in reverse order

@@ -1,4 +1,4 @@
-"""Transfer tasks (timm_gkt/tasks.py): frozen models, the TrainingTask contract, losses against objectives.py.
+"""Transfer tasks (timm_gkt/tasks.py): the TrainingTask contract, losses against objectives.py.
 
 Every loss is recomputed here from the student's returned logits and the teacher /
 frozen-student logits obtained independently (raw model, InputAdaptor, label
@@ -6,15 +6,14 @@ permutation), then compared with what the task returned. Models are tiny and bui
 in memory; nothing trains beyond a backward pass.
 """
 import argparse
-import copy
 
 import pytest
-import timm
 import torch
-import torch.nn as nn
 from timm.task import TrainingTask
+from tinynets import BATCH, NUM_CLASSES, PERM, STUDENT_PREP, TEACHER_PREP, TinyStudent, student_batch, vit_teacher
+from tinynets import teacher_logits_by_hand
 
-from timm_gkt.models import InputAdaptor, Preprocessing
+from timm_gkt.frozen import FrozenModel, frozen_copy
 from timm_gkt.objectives import (
     cross_entropy,
     kl_div_loss,
@@ -25,83 +24,13 @@ from timm_gkt.objectives import (
     xekl_loss,
 )
 from timm_gkt.tasks import (
-    TASKS,
     CrossEntropyTask,
-    FrozenModel,
     KLDistillationTask,
     KLDPTask,
     ParallelKLDPTask,
     XEKLMCLTask,
     XEKLTask,
-    create_task,
-    frozen_copy,
 )
-
-NUM_CLASSES = 3
-BATCH = 16
-STUDENT_PREP = Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.25,))
-# the teacher was "trained" on larger RGB images with other statistics
-TEACHER_PREP = Preprocessing(input_size=(3, 12, 12), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
-PERM = torch.tensor([2, 0, 1])
-
-
-class TinyStudent(nn.Module):
-    """Deterministic student (no dropout, no BN) so ``output`` can be compared with a plain forward."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc1 = nn.Linear(64, 16)
-        self.fc2 = nn.Linear(16, NUM_CLASSES)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
-
-
-class NoisyNet(nn.Module):
-    """BatchNorm and dropout: outputs change between calls and BN statistics move in train mode."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.drop = nn.Dropout(0.5)
-        self.head = nn.Linear(4 * 8 * 8, NUM_CLASSES)
-
-    def forward(self, x):
-        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).flatten(1)))
-
-
-class ConstantLogits(nn.Module):
-    def __init__(self, row):
-        super().__init__()
-        self.bias = nn.Parameter(torch.tensor(row))
-
-    def forward(self, x):
-        return self.bias.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
-
-
-def vit_teacher(seed, scale=6.0):
-    torch.manual_seed(seed)
-    model = timm.create_model('test_vit', num_classes=NUM_CLASSES, in_chans=3, img_size=12, patch_size=4, depth=1)
-    with torch.no_grad():
-        # sharper logits so routing decisions differ from sample to sample
-        model.head.weight.mul_(scale)
-    return model.eval()
-
-
-def student_batch(seed=1):
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.rand(BATCH, 1, 8, 8, generator=g)
-    target = torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-    return (pixels - 0.5) / 0.25, target
-
-
-def teacher_logits_by_hand(model, x, perm=PERM):
-    """What the task's teacher must answer: adapted input, raw model, reordered classes."""
-    with torch.no_grad():
-        return model(InputAdaptor(STUDENT_PREP, TEACHER_PREP)(x))[:, perm].float()
 
 
 @pytest.fixture
@@ -116,83 +45,6 @@ def setup():
     teachers = [FrozenModel(m, STUDENT_PREP, TEACHER_PREP, PERM, name=f't{i}') for i, m in enumerate(raw_teachers)]
     x, y = student_batch()
     return argparse.Namespace(student=student, frozen=frozen, teachers=teachers, raw_teachers=raw_teachers, x=x, y=y)
-
-
-# --- FrozenModel ---------------------------------------------------------------------------------
-
-def test_frozen_model_stays_in_eval_mode_when_its_parent_trains():
-    net = NoisyNet()
-    with torch.no_grad():  # give BN non-trivial statistics first
-        net.bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
-        net.bn.running_var.copy_(torch.tensor([1.5, 0.5, 2.0, 1.0]))
-    frozen = FrozenModel(net, STUDENT_PREP, STUDENT_PREP, name='frozen')
-    parent = nn.ModuleDict({'frozen': frozen, 'other': nn.Dropout(0.5)})
-    parent.train()
-    assert parent['other'].training  # the parent really is in train mode
-    assert not frozen.training and not any(m.training for m in frozen.modules())
-    stats = (net.bn.running_mean.clone(), net.bn.running_var.clone(), net.bn.num_batches_tracked.clone())
-    x, _ = student_batch()
-    first, second = frozen(x), frozen(x)
-    assert torch.equal(first, second)  # dropout (p=0.5) inactive
-    assert torch.equal(net.bn.running_mean, stats[0])
-    assert torch.equal(net.bn.running_var, stats[1])
-    assert int(net.bn.num_batches_tracked) == int(stats[2]) == 0
-    # and the output is the eval-mode output of the model itself
-    with torch.no_grad():
-        assert torch.equal(first, copy.deepcopy(net).eval()(x))
-
-
-def test_frozen_model_has_no_grad_even_for_an_input_that_requires_grad():
-    frozen = FrozenModel(TinyStudent(), STUDENT_PREP, STUDENT_PREP)
-    assert all(not p.requires_grad for p in frozen.parameters())
-    x, _ = student_batch()
-    out = frozen(x.requires_grad_(True))
-    assert not out.requires_grad and out.grad_fn is None
-    assert out.dtype == torch.float32
-
-
-def test_frozen_model_feeds_the_teacher_its_own_size_channels_and_statistics():
-    teacher = vit_teacher(3)
-    seen = []
-    teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
-    frozen = FrozenModel(teacher, STUDENT_PREP, TEACHER_PREP)
-    # a uniform grey image of pixel value 0.7, normalised the student's way
-    value = 0.7
-    x = torch.full((2, 1, 8, 8), (value - 0.5) / 0.25)
-    frozen(x)
-    assert len(seen) == 1 and seen[0].shape == (2, 3, 12, 12)
-    expected = [(value - m) / s for m, s in zip(TEACHER_PREP.mean, TEACHER_PREP.std)]  # 1.5, 0.667, 0.25
-    for c in range(3):
-        assert seen[0][:, c] == pytest.approx(torch.full((2, 12, 12), expected[c]), abs=1e-5)
-
-
-def test_frozen_model_reorders_teacher_logits_into_student_class_order():
-    frozen = FrozenModel(ConstantLogits([1.0, 2.0, 3.0]), STUDENT_PREP, STUDENT_PREP, label_perm=PERM)
-    x, _ = student_batch()
-    out = frozen(x[:2])
-    # student class i is teacher class PERM[i]: [z2, z0, z1]
-    assert out.tolist() == [[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]]
-    unpermuted = FrozenModel(ConstantLogits([1.0, 2.0, 3.0]), STUDENT_PREP, STUDENT_PREP)
-    assert unpermuted(x[:1]).tolist() == [[1.0, 2.0, 3.0]]
-
-
-def test_frozen_copy_is_a_clone_not_an_alias():
-    student = TinyStudent()
-    student.train()
-    frozen = frozen_copy(student, STUDENT_PREP)
-    x, _ = student_batch()
-    before = frozen(x)
-    for ps, pf in zip(student.parameters(), frozen.model.parameters()):
-        assert ps.data_ptr() != pf.data_ptr()
-        assert torch.equal(ps, pf)
-    with torch.no_grad():
-        student.fc2.weight.add_(1.0)
-        student.fc2.bias.sub_(2.0)
-    assert torch.equal(frozen(x), before)
-    assert not torch.equal(student(x), before)
-    # freezing the copy left the student trainable and in train mode
-    assert all(p.requires_grad for p in student.parameters())
-    assert student.training
 
 
 # --- the TrainingTask contract and the losses ------------------------------------------------------
@@ -359,44 +211,3 @@ def test_parallel_kldp_task_matches_parallel_kldp_loss(dp_mode, setup):
 def test_parallel_routing_uses_more_than_one_candidate(setup):
     counts = build('parallel', setup)(setup.x, setup.y)['route_counts']
     assert (counts > 0).sum() >= 2  # otherwise the tests above would not tell candidates apart
-
-
-# --- registry and factory --------------------------------------------------------------------------
-
-def task_args(**overrides):
-    args = dict(kd_temperature=2.0, xe_weight=0.25, mcl_momentum=0.9, mcl_interval=3, dp_mode='unsupervised')
-    args.update(overrides)
-    return argparse.Namespace(**args)
-
-
-def test_registry_covers_every_method():
-    assert set(TASKS) == {'ce', 'kl', 'xekl', 'xekl-mcl', 'kldp'}
-
-
-def test_create_task_rejects_unknown_method_naming_the_choices(setup):
-    with pytest.raises(ValueError) as info:
-        create_task('kl-dp', setup.student, setup.teachers[:1], setup.frozen, task_args())
-    message = str(info.value)
-    assert "'kl-dp'" in message
-    for method in ('ce', 'kl', 'xekl', 'xekl-mcl', 'kldp'):
-        assert method in message
-
-
-def test_create_task_builds_each_method_with_its_arguments(setup):
-    s, args = setup, task_args()
-    ce = create_task('ce', s.student, [], None, args)
-    assert type(ce) is CrossEntropyTask
-    kl = create_task('kl', s.student, s.teachers[:1], None, args)
-    assert type(kl) is KLDistillationTask and kl.teacher is s.teachers[0] and kl.temperature == 2.0
-    xekl = create_task('xekl', s.student, s.teachers[:1], None, args)
-    assert type(xekl) is XEKLTask and xekl.xe_weight == 0.25 and xekl.temperature == 2.0
-    mcl = create_task('xekl-mcl', s.student, s.teachers[:1], None, args)
-    assert type(mcl) is XEKLMCLTask and mcl.momentum == 0.9 and mcl.interval == 3 and mcl.xe_weight == 0.25
-    assert mcl.get_trainable_module(ema=True).decay == 0.9
-    kldp = create_task('kldp', s.student, s.teachers[:1], s.frozen, args)
-    assert type(kldp) is KLDPTask and kldp.frozen_student is s.frozen and kldp.dp_mode == 'unsupervised'
-    parallel = create_task('kldp', s.student, tuple(s.teachers), s.frozen, args)
-    assert type(parallel) is ParallelKLDPTask and list(parallel.teachers) == s.teachers
-    assert parallel.dp_mode == 'unsupervised' and parallel.temperature == 2.0
-    for task in (ce, kl, xekl, kldp, parallel):
-        assert task.trainable_module is s.student and task.eval_module() is s.student

@@ -1,18 +1,22 @@
-"""End-to-end runs of timm_gkt/train.py on the micro-zoo: every method, every multi-teacher mode,
-resume, two processes, preflight errors. Small subsets keep each run to seconds."""
+"""End-to-end runs of timm_gkt/train.py on the micro-zoo (config → preflight → engine → results → export):
+every method, every multi-teacher mode, resume, two processes, preflight errors, args.yaml replay.
+Small subsets keep each run to seconds; all of them need the micro-zoo, so the module is ``slow``."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from timm_gkt import train
+from timm_gkt.results import verdict
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ['--train-subset', '384', '--eval-subset', '400', '--epochs', '1', '-b', '64', '--seed', '3']
 
@@ -41,6 +45,7 @@ def check_results_schema(r: dict):
             assert key in t, key
         assert abs(t['pos_flips_delta'] - (t['rho_pos_after'] - t['rho_pos'])) < 1e-6
     assert set(r['versions']) >= {'timm', 'torch', 'timm_gkt'}
+    assert r['verdict'] == asdict(verdict(r['transfer_delta'], r['p_value'], r['eval_samples']))
 
 
 @pytest.mark.parametrize('method', ['ce', 'kl', 'xekl', 'xekl-mcl', 'kldp'])
@@ -89,6 +94,14 @@ def test_mcl_momentum_is_scaled_to_run_length(tmp_path, micro_zoo, data_dir):
     assert code == 0
     steps = 384 // 64  # one epoch of the subset
     assert r['hyperparameters']['mcl_momentum'] == pytest.approx(scaled_mcl_momentum(steps, 2))
+    # the derived τ is a result, not a flag: args.yaml replays to the same config
+    args_yaml = tmp_path / 'run' / 'args.yaml'
+    assert 'mcl_momentum_used' not in args_yaml.read_text()
+    replayed = train.parse_args(['-c', str(args_yaml)])
+    assert replayed.mcl_momentum is None and replayed.transfer_method == 'xekl-mcl'
+    argv = ['--data-dir', str(data_dir), '--output', str(tmp_path), '--experiment', 'run', *QUICK,
+            '--model', spec(micro_zoo, 'q_mlp'), '--teachers', spec(micro_zoo, 'q_cnn'), '--transfer-method', 'xekl-mcl']
+    assert replayed == train.parse_args(argv)
 
 
 def test_unsupervised_kldp(tmp_path, micro_zoo, data_dir):
@@ -176,13 +189,9 @@ def test_bad_input_fails_in_one_line_before_training(extra, message, tmp_path, m
     assert not (tmp_path / 'run').exists()
 
 
-def test_teacher_with_other_label_space_is_refused(tmp_path, micro_zoo, data_dir, capsys):
-    import timm
-    from timm.models import save_for_hf
-    other = tmp_path / 'teacher100'
-    save_for_hf(timm.create_model('test_resnet', num_classes=100), other, safe_serialization=True)
-    code, _ = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_cnn'),
-                        '--teachers', f'local-dir:{other}')
+def test_teacher_with_other_label_space_is_refused(tmp_path, micro_zoo, data_dir, capsys, export_tiny):
+    _, other = export_tiny(tmp_path / 'teacher100', label_names=[f'class{i}' for i in range(100)])
+    code, _ = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_cnn'), '--teachers', other)
     err = capsys.readouterr().err
     assert code == train.EXIT_BAD_INPUT and '100 classes' in err and 'student predicts 10' in err
 
@@ -211,19 +220,6 @@ def test_teacher_with_permuted_label_names_is_mapped(tmp_path, micro_zoo, data_d
                              '--teachers', spec(micro_zoo, 'q_mlp'), experiment='orig')
     assert r_perm['teachers'][0]['top1'] == r_orig['teachers'][0]['top1']
     assert r_perm['teachers'][0]['rho_pos'] == r_orig['teachers'][0]['rho_pos']
-
-
-def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path, micro_zoo, data_dir):
-    cfg = tmp_path / 'job.yaml'
-    cfg.write_text(f"model: {spec(micro_zoo, 'q_cnn')}\nteachers: [{spec(micro_zoo, 'q_mlp')}]\n"
-                   f"transfer_method: kl\nepochs: 1\n")
-    args = train.parse_args(['-c', str(cfg), '--epochs', '2'])
-    assert args.model == spec(micro_zoo, 'q_cnn') and args.transfer_method == 'kl' and args.epochs == 2
-    assert train.teacher_specs(args) == [spec(micro_zoo, 'q_mlp')]
-    bad = tmp_path / 'bad.yaml'
-    bad.write_text('model: x\nteachrs: y\n')
-    with pytest.raises(SystemExit):
-        train.parse_args(['-c', str(bad)])
 
 
 def test_two_processes_match_one(tmp_path, micro_zoo, data_dir):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fakehub import FakeHub  # noqa: E402
-from test_hub import ALICE, BOB, TOKEN  # noqa: E402
+from hubkit import ALICE, BOB, TOKEN  # noqa: E402
 
 
 @pytest.fixture
@@ -72,7 +73,8 @@ def test_ci_job_that_does_not_pass_the_gate_exits_3_and_creates_nothing(tmp_path
     cfg = base_config(micro_zoo, data_dir, tmp_path, push_to_hub='alice/refused', push_min_delta=100.0)
     proc = train_job(tmp_path, hub, cfg)
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert 'not pushed' in proc.stdout
+    assert 'Not pushed: Δtransf = ' in proc.stdout and 'is not greater than the minimum +100.00.' in proc.stdout
+    assert '**Decision:** Not pushed: Δtransf' in (tmp_path / 'job_summary.md').read_text()
     assert not any('repos/create' in c or 'commit' in c for c in hub.calls())
     export = tmp_path / 'out' / 'job' / 'export'
     assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()

@@ -33,14 +33,14 @@ def predict(
         accelerator=None,
         desc: str = 'eval',
         progress: bool = True,
-        label_perms: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Return per-model predicted class ids [N] and the targets [N] for the whole split.
 
     With an Accelerate ``accelerator`` the loader is sharded across processes and the
     predictions are gathered with ``gather_for_metrics`` (which drops the samples the
     sampler repeated to even out the shards), so every process gets the full arrays.
-    ``label_perms[i]`` reorders model i's logits into the reference class order.
+    A teacher answers in the student's class order when it comes wrapped in
+    :class:`~timm_gkt.frozen.InStudentOrder` (:attr:`Teacher.network <timm_gkt.frozen.Teacher.network>`).
     """
     from tqdm.auto import tqdm
     views, view_index = build_eval_views(preprocessings)
@@ -55,7 +55,6 @@ def predict(
                                      process_index=accelerator.process_index, put_on_device=True)
         device = accelerator.device
     is_main = accelerator is None or accelerator.is_main_process
-    label_perms = label_perms or [None] * len(models)
     preds: list[list[torch.Tensor]] = [[] for _ in models]
     targets: list[torch.Tensor] = []
     was_training = [m.training for m in models]
@@ -65,10 +64,7 @@ def predict(
         batch_preds = []
         with (accelerator.autocast() if accelerator is not None else contextlib.nullcontext()):
             for i, model in enumerate(models):
-                logits = model(views_batch[view_index[i]].to(device))
-                if label_perms[i] is not None:
-                    logits = logits[:, label_perms[i].to(logits.device)]
-                batch_preds.append(logits.argmax(-1))
+                batch_preds.append(model(views_batch[view_index[i]].to(device)).argmax(-1))
         target = target.to(device)
         if accelerator is not None:
             gathered = accelerator.gather_for_metrics((tuple(batch_preds), target))

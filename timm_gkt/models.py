@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .spec import short_name, source_of  # noqa: F401  (part of this module's interface)
+from .spec import HF_HUB, LOCAL_DIR, ModelSpec, parse_spec, short_name, source_of  # noqa: F401  (interface)
 
 _logger = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ class ResolvedModel:
     label_names: tuple[str, ...] | None
     source: str
     revision: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -101,21 +100,23 @@ class ResolvedModel:
         return short_name(self.spec)
 
 
-def check_model_spec(spec: str) -> None:
+def check_model_spec(spec: str | ModelSpec) -> None:
     """Raise ModelSpecError (one sentence naming the fix) for a spec that cannot resolve."""
     import timm
-    if spec.startswith('local-dir:'):
-        path = Path(spec[len('local-dir:'):])
+    parsed = parse_spec(spec)
+    spec = parsed.text
+    if parsed.source == LOCAL_DIR:
+        path = parsed.path
         if not path.is_dir():
             raise ModelSpecError(f'Model folder {path} does not exist; give a folder that holds config.json and model.safetensors.')
         if not (path / 'config.json').is_file():
             raise ModelSpecError(f'Model folder {path} has no config.json; export it with timm.models.save_for_hf or timm_gkt.')
         return
-    if spec.startswith('hf-hub:'):
-        if not spec[len('hf-hub:'):].strip('/'):
+    if parsed.source == HF_HUB:
+        if not parsed.location.strip('/'):
             raise ModelSpecError(f'{spec!r} names no repository; use hf-hub:ORG/REPO.')
         return
-    name = spec.split('.')[0]  # tags such as resnet50.a1_in1k
+    name = parsed.location  # without a tag such as .a1_in1k
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f' Did you mean {", ".join(close)}?' if close else ''
@@ -139,21 +140,23 @@ def model_revision(model: nn.Module) -> str | None:
     return cfg.get('hf_hub_revision') or cfg.get('revision') or None
 
 
-def load_model(spec: str, pretrained: bool = True, checkpoint: str | None = None, **kwargs) -> ResolvedModel:
+def load_model(spec: str | ModelSpec, pretrained: bool = True, checkpoint: str | None = None,
+               **kwargs) -> ResolvedModel:
     """Create a model from a timm name, ``hf-hub:ORG/REPO`` or ``local-dir:PATH`` with its own head."""
     import timm
     check_model_spec(spec)
-    model = timm.create_model(spec, pretrained=pretrained, **kwargs)
+    spec = parse_spec(spec)
+    model = timm.create_model(spec.text, pretrained=pretrained, **kwargs)
     if checkpoint:
         from timm.models import load_checkpoint
         load_checkpoint(model, checkpoint)
     model.eval()
     return ResolvedModel(
-        spec=spec,
+        spec=spec.text,
         model=model,
         preprocessing=Preprocessing.from_model(model),
         label_names=model_label_names(model),
-        source=source_of(spec),
+        source=spec.source,
         revision=model_revision(model),
     )
 
@@ -259,7 +262,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def read_model_config(spec: str) -> dict | None:
+def read_model_config(spec: str | ModelSpec) -> dict | None:
     """The raw config.json behind a ``local-dir:`` or ``hf-hub:`` spec (None for plain timm names).
 
     timm keeps only what it needs from config.json; timm_gkt's own entries (the transfer
@@ -267,14 +270,14 @@ def read_model_config(spec: str) -> dict | None:
     cache from ``create_model``, so this costs no download.
     """
     import json
-    if spec.startswith('local-dir:'):
-        path = Path(spec[len('local-dir:'):]) / 'config.json'
+    spec = parse_spec(spec)
+    if spec.source == LOCAL_DIR:
+        path = spec.path / 'config.json'
         return json.loads(path.read_text()) if path.is_file() else None
-    if spec.startswith('hf-hub:'):
+    if spec.source == HF_HUB:
         from huggingface_hub import hf_hub_download
-        repo, _, revision = spec[len('hf-hub:'):].partition('@')
         try:
-            return json.loads(Path(hf_hub_download(repo, 'config.json', revision=revision or None)).read_text())
+            return json.loads(Path(hf_hub_download(spec.hub_id, 'config.json', revision=spec.revision)).read_text())
         except Exception:  # a repo without config.json has no lineage; timm already loaded the model
             return None
     return None

@@ -20,14 +20,16 @@ import logging
 import sys
 from pathlib import Path
 
-from .hub import EXIT_PUSHED, push_run, write_step_summary
+from .hub import EXIT_PUSHED, PushTarget, write_step_summary
+from .hub.publish import publish
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='python -m timm_gkt.push',
-        description='Push a finished timm_gkt run (RUN_DIR/export) to the Hugging Face Hub if the transfer improved '
-                    'the student. Exit codes: 0 pushed, 1 error, 2 usage, 3 not improved.')
+        description='Push a finished timm_gkt run (RUN_DIR/export) to the Hugging Face Hub if it passes the gate '
+                    '(Δtransf above --min-delta, McNemar p at most --max-p-value). Exit codes: 0 pushed, 1 error, '
+                    '2 usage, 3 refused by the gate.')
     p.add_argument('run_dir', metavar='RUN_DIR', help='run folder written by train.py (holds results.json and export/)')
     p.add_argument('repo_id', metavar='REPO_ID', help='NAMESPACE/NAME of the model repository (created if missing)')
     p.add_argument('--private', action='store_true', help='create the repository private (an existing one keeps its visibility)')
@@ -43,21 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    # retries and the pull-request URL are logged by timm_gkt.hub; show them without a logging setup
+    # retries and the pull-request URL are logged by timm_gkt.hub.publish; show them without a logging setup
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     logging.getLogger('timm_gkt').setLevel(logging.INFO)
-    code, message = push_run(
-        args.run_dir, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr,
-        min_delta=args.min_delta, max_p_value=args.max_p_value, force=args.force, endpoint=args.endpoint,
-        retries=args.retries,
-    )
-    print(message, file=sys.stdout if code == EXIT_PUSHED else sys.stderr)
+    target = PushTarget(args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr,
+                        min_delta=args.min_delta, max_p_value=args.max_p_value, endpoint=args.endpoint)
+    outcome = publish(args.run_dir, target, force=args.force, retries=args.retries)
+    print(outcome.message, file=sys.stdout if outcome.code == EXIT_PUSHED else sys.stderr)
     try:
         results = json.loads((Path(args.run_dir) / 'results.json').read_text())
     except (OSError, ValueError):
-        return code  # push_run has already said what is wrong with the run folder
-    write_step_summary(results, message)
-    return code
+        return outcome.code  # publish has already said what is wrong with the run folder
+    write_step_summary(results, outcome.message)
+    return outcome.code
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .data import DataUnavailableError, create_image_dataset
 from .evaluation import predict
+from .frozen import InStudentOrder
 from .metrics import complementary_knowledge, correctness, percent, positive_flips
 from .models import (
     LabelSpaceError, ModelSpecError, check_dataset_labels, check_model_spec, label_permutation, load_model,
@@ -34,8 +35,9 @@ def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: 
              for t in ts]
     ds = _eval_dataset(dataset, data_dir, split, eval_subset)
     check_dataset_labels(s, ds, dataset)
-    preds, target = predict([s.model] + [t.model for t in ts], [s.preprocessing] + [t.preprocessing for t in ts], ds,
-                            batch_size=batch_size, num_workers=workers, desc='scan', label_perms=[None] + perms)
+    models = [s.model] + [InStudentOrder(t.model, perm) for t, perm in zip(ts, perms)]
+    preds, target = predict(models, [s.preprocessing] + [t.preprocessing for t in ts], ds,
+                            batch_size=batch_size, num_workers=workers, desc='scan')
     out = {'student': student, 'student_name': s.name, 'dataset': dataset, 'split': split,
            'eval_samples': int(target.numel()), 'student_top1': percent(correctness(preds[0], target)), 'teachers': []}
     for t, pred in zip(ts, preds[1:]):
@@ -59,8 +61,9 @@ def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str = 
              for m in models]
     ds = _eval_dataset(dataset, data_dir, split, eval_subset)
     check_dataset_labels(ref, ds, dataset)
-    preds, target = predict([m.model for m in models], [m.preprocessing for m in models], ds, batch_size=batch_size,
-                            num_workers=workers, desc='scan', label_perms=perms)
+    preds, target = predict([InStudentOrder(m.model, perm) for m, perm in zip(models, perms)],
+                            [m.preprocessing for m in models], ds, batch_size=batch_size, num_workers=workers,
+                            desc='scan')
     correct = [correctness(p, target) for p in preds]
     names = [m.name for m in models]
     return {

@@ -3,55 +3,22 @@
 Each task's forward takes ``(input, target)`` (the student's batch) and returns a dict
 with ``loss`` and ``output`` plus named parts for logging, so it drops into any
 timm-style loop. The student is ``trainable_module``; teachers and the frozen student
-are plain attributes wrapped in :class:`FrozenModel` (eval mode, no grad, never
-wrapped by DDP). Each frozen model sees the batch the way it was trained
+are plain attributes wrapped in :class:`~timm_gkt.frozen.FrozenModel` (eval mode, no
+grad, never wrapped by DDP). Each frozen model sees the batch the way it was trained
 (:class:`~timm_gkt.models.InputAdaptor`) and answers in the student's class order.
+Which task a ``--transfer-method`` builds, and with which hyperparameters, is
+:mod:`timm_gkt.methods`.
 """
 from __future__ import annotations
 
-import copy
 from typing import Dict, Sequence
 
 import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
-from .models import InputAdaptor, Preprocessing
+from .frozen import FrozenModel, frozen_copy  # noqa: F401  (re-exported: the tasks are built around them)
 from .objectives import cross_entropy, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
-
-
-class FrozenModel(nn.Module):
-    """A teacher or frozen student: adapts the student's batch, runs without grad, reorders classes."""
-
-    def __init__(
-            self,
-            model: nn.Module,
-            student_preprocessing: Preprocessing,
-            preprocessing: Preprocessing,
-            label_perm: torch.Tensor | None = None,
-            name: str = 'teacher',
-    ):
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.adaptor = InputAdaptor(student_preprocessing, preprocessing)
-        self.name = name
-        self.register_buffer('label_perm', label_perm, persistent=False)
-
-    def train(self, mode: bool = True):
-        # frozen means frozen: BatchNorm statistics and dropout stay in eval mode
-        return super().train(False)
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(self.adaptor(x))
-        if self.label_perm is not None:
-            logits = logits[:, self.label_perm]
-        return logits.float()
-
-
-def frozen_copy(student: nn.Module, student_preprocessing: Preprocessing, name: str = 'frozen student') -> FrozenModel:
-    """A *clone* of the student as it is now (not an alias of its tensors)."""
-    return FrozenModel(copy.deepcopy(student), student_preprocessing, student_preprocessing, name=name)
 
 
 DP_MODES = ('supervised', 'unsupervised')
@@ -74,6 +41,10 @@ class TransferTask(TrainingTask):
         super().__init__(**kwargs)
         self.trainable_module = student
         self.temperature = temperature
+
+    def begin_batch(self, epoch: int, sample_index: torch.Tensor | None) -> None:
+        """Hook called by the loop before each forward with the epoch and the batch's sample indices (None
+        when the loader does not yield them): what a lookup of precomputed teacher outputs would key on."""
 
     def after_optimizer_step(self, step: int) -> None:
         """Hook called by the loop after each optimizer step (MCL interpolates here)."""
@@ -189,53 +160,3 @@ class ParallelKLDPTask(TransferTask):
         counts = torch.bincount(choice, minlength=candidates.shape[0])
         return {'loss': loss, 'output': output, 'kl': loss.detach(), 'routed_share': (choice > 0).float().mean(),
                 'route_counts': counts}
-
-
-# One entry per --transfer-method; each builder takes the same keyword arguments.
-def _build_ce(student, teachers, frozen_student, args):
-    return CrossEntropyTask(student)
-
-
-def _build_kl(student, teachers, frozen_student, args):
-    return KLDistillationTask(student, teachers[0], args.kd_temperature)
-
-
-def _build_xekl(student, teachers, frozen_student, args):
-    return XEKLTask(student, teachers[0], args.kd_temperature, args.xe_weight)
-
-
-def _build_xekl_mcl(student, teachers, frozen_student, args):
-    return XEKLMCLTask(student, teachers[0], args.kd_temperature, args.xe_weight, args.mcl_momentum,
-                       args.mcl_interval)
-
-
-def _build_kldp(student, teachers, frozen_student, args):
-    if len(teachers) > 1:
-        return ParallelKLDPTask(student, teachers, frozen_student, args.kd_temperature, args.dp_mode)
-    return KLDPTask(student, teachers[0], frozen_student, args.kd_temperature, args.dp_mode)
-
-
-TASKS = {
-    'ce': _build_ce,
-    'kl': _build_kl,
-    'xekl': _build_xekl,
-    'xekl-mcl': _build_xekl_mcl,
-    'kldp': _build_kldp,
-}
-METHODS_NEEDING_FROZEN_STUDENT = frozenset({'kldp'})
-METHODS_WITHOUT_TEACHER = frozenset({'ce'})
-METHOD_TITLES = {
-    'ce': 'CE control (no teacher)',
-    'kl': 'KL-Dist',
-    'xekl': 'XE-KL',
-    'xekl-mcl': 'XE-KL + MCL',
-    'kldp': 'KL + DP',
-}
-
-
-def create_task(method: str, student, teachers, frozen_student, args) -> TransferTask:
-    try:
-        builder = TASKS[method]
-    except KeyError:
-        raise ValueError(f'Unknown transfer method {method!r}; choose one of {", ".join(TASKS)}.') from None
-    return builder(student, list(teachers), frozen_student, args)

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Polish the zoo to a plateau under the study's own recipe.
+
+    python scripts/polish_zoo.py --only vit_a          # resumable; one round = one CE run of the study recipe
+    python scripts/polish_zoo.py --status              # rounds so far, per model
+
+The plateau rule: one more budget of plain cross-entropy at the study's recipe (the CE control)
+moves test top-1 by at most 0.2 points. Each round runs exactly that CE control on the current
+model (``timm_gkt.train --transfer-method ce`` with the study's flags), so every round is at once
+a polish step and the plateau check of the model it started from. Rounds continue until a round
+moves the model by <= 0.2; the model *before* that round is the plateaued zoo model, and that
+round's Δ is its recorded check. Then ``--apply`` writes the weights into ``zoo/NAME`` and the
+checks into ``zoo/index.json``.
+
+Round k of model M lives in ``OUT/M/round<k>/`` (a train.py run folder: results.json, export/);
+a finished round is skipped, an unfinished one is resumed (``--resume auto``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOLERANCE = 0.2
+# The study's recipe (scripts/study.py uses the same): SGD with momentum 0.9 (timm 'momentum', no
+# Nesterov), lr 1e-3 with a per-update cosine decay, wd 1e-4, batch 128, flips only, two passes over
+# the 55,000 transfer images (the last 5,000 training images are the study's validation split).
+RECIPE = ['--opt', 'momentum', '--lr', '1e-3', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
+          '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--train-subset', '55000', '--seed', '0',
+          '--checkpoint-hist', '1']
+
+
+def rounds(out: Path, name: str) -> list[dict]:
+    done = []
+    for k in range(1, 100):
+        path = out / name / f'round{k}' / 'results.json'
+        if not path.is_file():
+            break
+        r = json.loads(path.read_text())
+        done.append({'round': k, 'top1_before': r['top1_before'], 'top1_after': r['top1_after'],
+                     'delta': r['transfer_delta'], 'p_value': r['p_value'],
+                     'seconds': sum(e.get('seconds', 0) or 0 for e in r.get('epochs', []))})
+    return done
+
+
+def plateau_reached(done: list[dict]) -> bool:
+    return bool(done) and abs(done[-1]['delta']) <= TOLERANCE + 1e-9
+
+
+def model_of_round(out: Path, zoo: Path, name: str, k: int) -> str:
+    """The model round k starts from: the zoo model for round 1, else round k-1's export."""
+    return f'local-dir:{zoo / name}' if k == 1 else f'local-dir:{out / name / f"round{k - 1}" / "export"}'
+
+
+def run_round(out: Path, zoo: Path, data_dir: str, name: str, k: int, threads: int) -> dict:
+    cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', model_of_round(out, zoo, name, k),
+           '--transfer-method', 'ce', '--data-dir', data_dir, '--output', str(out / name),
+           '--experiment', f'round{k}', '--resume', 'auto', *RECIPE]
+    env = dict(__import__('os').environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.time()
+    print(f'[polish] {name} round {k} ...', flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f'[polish] {name} round {k} failed with exit code {proc.returncode}')
+    r = rounds(out, name)[k - 1]
+    print(f'[polish] {name} round {k}: {r["top1_before"]:.2f} -> {r["top1_after"]:.2f} '
+          f'(Δ {r["delta"]:+.2f}, p={r["p_value"]:.2g}) in {time.time() - t0:.0f} s', flush=True)
+    return r
+
+
+def apply(out: Path, zoo: Path, name: str) -> None:
+    """Copy the plateaued weights into the zoo and record every check in index.json."""
+    done = rounds(out, name)
+    if not plateau_reached(done):
+        raise SystemExit(f'{name}: no plateau yet ({len(done)} rounds); run more rounds first.')
+    k = len(done)  # round k is the check; the model it started from is the plateaued one
+    if k > 1:
+        src = out / name / f'round{k - 1}' / 'export' / 'model.safetensors'
+        shutil.copyfile(src, zoo / name / 'model.safetensors')
+    index_path = zoo / 'index.json'
+    index = json.loads(index_path.read_text())
+    for rec in index['models']:
+        if rec['name'] == name:
+            rec['test_top1'] = round(done[-1]['top1_before'], 2)
+            rec['study_plateau'] = {
+                'rule': f'one more budget of the study recipe (CE control) moves test top-1 by <= {TOLERANCE}',
+                'recipe': ' '.join(RECIPE),
+                'polish_rounds': k - 1,
+                'checks': done,
+                'final_delta': done[-1]['delta'],
+            }
+    tmp = index_path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(index, indent=2))
+    tmp.replace(index_path)
+    print(f'{name}: {k - 1} polish round(s), top-1 {done[-1]["top1_before"]:.2f}, check Δ {done[-1]["delta"]:+.2f}')
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--only', default='', help='comma-separated zoo names (default: all in zoo/index.json)')
+    p.add_argument('--zoo', default=str(ROOT / 'zoo'))
+    p.add_argument('--out', default=str(ROOT / '.zoo_cache' / 'polish'))
+    p.add_argument('--data-dir', default=str(ROOT / 'data'))
+    p.add_argument('--max-rounds', type=int, default=6)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--status', action='store_true')
+    p.add_argument('--apply', action='store_true', help='write plateaued models into the zoo')
+    args = p.parse_args(argv)
+    zoo, out = Path(args.zoo), Path(args.out)
+    names = [m['name'] for m in json.loads((zoo / 'index.json').read_text())['models']]
+    if args.only:
+        names = [n for n in args.only.split(',') if n]
+    for name in names:
+        done = rounds(out, name)
+        if args.status:
+            print(f'{name:12s} ' + ', '.join(f'r{d["round"]} {d["top1_before"]:.2f}->{d["top1_after"]:.2f} '
+                                              f'({d["delta"]:+.2f})' for d in done)
+                  + ('  PLATEAU' if plateau_reached(done) else ''))
+            continue
+        if args.apply:
+            apply(out, zoo, name)
+            continue
+        while not plateau_reached(done) and len(done) < args.max_rounds:
+            run_round(out, zoo, args.data_dir, name, len(done) + 1, args.threads)
+            done = rounds(out, name)
+
+
+if __name__ == '__main__':
+    main()

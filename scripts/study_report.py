@@ -1,0 +1,312 @@
+"""The zoo study's report: from studies/zoo/runs/*.json to tables, two plots, a verdict and README text.
+
+Used by ``python scripts/study.py report``. Everything is computed from the committed run records,
+so the README section can be rebuilt without training.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from timm_gkt.stats import SIGNIFICANCE, bootstrap_mean_ci, mean, wilson_interval
+
+PAIR_METHODS = ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup')
+TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL', 'kldp': 'KL+DP',
+          'kldp-unsup': 'KL+DP (unsupervised)'}
+BEGIN, END = '<!-- study:begin -->', '<!-- study:end -->'
+SUCCESS_PLOT, DELTA_PLOT = 'success_rate.png', 'delta_vs_accuracy_gap.png'
+
+
+def load_records(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob('*.json'))]
+
+
+def _significant(r: dict, sign: int) -> bool:
+    return r['p_value'] < SIGNIFICANCE and sign * r['transfer_delta'] > 0
+
+
+def method_summary(results: list[dict], clusters: list[str] | None = None) -> dict:
+    """Success rate (Δ > 0) with a Wilson interval, mean Δ with a bootstrap interval, significant shares."""
+    n = len(results)
+    deltas = [r['transfer_delta'] for r in results]
+    wins = sum(d > 0 for d in deltas)
+    lo, hi = wilson_interval(wins, n)
+    mlo, mhi = bootstrap_mean_ci(deltas, clusters)
+    return {
+        'n': n,
+        'successes': wins,
+        'success_rate': 100.0 * wins / n if n else float('nan'),
+        'success_ci': [100.0 * lo, 100.0 * hi],
+        'mean_delta': mean(deltas),
+        'mean_delta_ci': [mlo, mhi],
+        'significant_losses': 100.0 * sum(_significant(r, -1) for r in results) / n if n else float('nan'),
+        'significant_gains': 100.0 * sum(_significant(r, +1) for r in results) / n if n else float('nan'),
+        'mean_pos_flips_delta': mean([r['teachers'][0]['pos_flips_delta'] for r in results if r.get('teachers')]),
+        'mean_neg_flips_delta': mean([r['teachers'][0]['neg_flips_delta'] for r in results if r.get('teachers')]),
+    }
+
+
+def summarize(records: list[dict]) -> dict:
+    """Every number of the report, as one JSON-able object."""
+    pairs = {}
+    controls = {}
+    sequential = {}
+    for rec in records:
+        if rec['kind'] == 'pair':
+            pairs.setdefault(rec['method'], {})[(rec['student'], rec['teachers'][0])] = rec['results']
+        elif rec['kind'] == 'control':
+            controls[rec['student']] = rec['results']
+        elif rec['kind'] == 'sequential':
+            sequential[(rec['student'], len(rec['teachers']))] = rec
+    all_pairs = sorted({k for m in pairs.values() for k in m})
+    out = {'pairs': len(all_pairs), 'students': sorted({s for s, _ in all_pairs} | set(controls)), 'methods': {}}
+    for method in PAIR_METHODS:
+        runs = pairs.get(method, {})
+        keys = sorted(runs)
+        if keys:
+            out['methods'][method] = method_summary([runs[k] for k in keys], [s for s, _ in keys])
+    if controls:
+        keys = sorted(controls)
+        out['methods']['ce'] = method_summary([controls[k] for k in keys])
+        out['methods']['ce']['per_student'] = {s: controls[s]['transfer_delta'] for s in keys}
+    out['kldp_minus_ce'] = _paired_with_control(pairs.get('kldp', {}), controls)
+    out['kldp_unsup_minus_ce'] = _paired_with_control(pairs.get('kldp-unsup', {}), controls)
+    out['per_student'] = _per_student(pairs, controls)
+    out['routing'] = _routing(pairs)
+    out['sequential'] = _sequential(sequential, pairs.get('kldp', {}))
+    out['by_teacher_strength'] = _by_teacher_strength(pairs)
+    return out
+
+
+def _paired_with_control(runs: dict, controls: dict) -> dict | None:
+    """Δ(method, s, t) − Δ(CE, s) over pairs, interval by resampling students (pairs share their control)."""
+    keys = sorted(k for k in runs if k[0] in controls)
+    if not keys:
+        return None
+    diffs = [runs[k]['transfer_delta'] - controls[k[0]]['transfer_delta'] for k in keys]
+    lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
+    return {'n': len(diffs), 'mean': mean(diffs), 'ci': [lo, hi], 'positive': sum(d > 0 for d in diffs)}
+
+
+def _per_student(pairs: dict, controls: dict) -> dict:
+    table = {}
+    students = sorted({s for m in pairs.values() for s, _ in m} | set(controls))
+    for s in students:
+        row = {}
+        for method, runs in pairs.items():
+            deltas = [r['transfer_delta'] for (st, _), r in runs.items() if st == s]
+            if deltas:
+                row[method] = mean(deltas)
+        if s in controls:
+            row['ce'] = controls[s]['transfer_delta']
+            row['top1'] = controls[s]['top1_before']
+        else:
+            any_run = next((r for m in pairs.values() for (st, _), r in m.items() if st == s), None)
+            row['top1'] = any_run['top1_before'] if any_run else None
+        table[s] = row
+    return table
+
+
+def _routing(pairs: dict) -> dict:
+    """Share of the training samples routed to the teacher, overall and among positive / negative flips."""
+    out = {}
+    for method in ('kldp', 'kldp-unsup'):
+        runs = list(pairs.get(method, {}).values())
+        if not runs:
+            continue
+        t = [r['teachers'][0] for r in runs]
+        entry = {'routed': mean([x['routed_share'] for x in t if x.get('routed_share') is not None])}
+        for key in ('routed_pos_flips', 'routed_neg_flips'):
+            vals = [x[key] for x in t if x.get(key) is not None]
+            entry[key] = mean(vals) if vals else None
+        out[method] = entry
+    return out
+
+
+def _sequential(sequential: dict, single: dict) -> dict | None:
+    """Sequential KL+DP with 2 and 3 teachers vs the best single KL+DP teacher among those used."""
+    if not sequential:
+        return None
+    rows = []
+    for (student, k), rec in sorted(sequential.items()):
+        singles = [single[(student, t)]['transfer_delta'] for t in rec['teachers'] if (student, t) in single]
+        rows.append({'student': student, 'teachers': rec['teachers'], 'k': k,
+                     'delta': rec['results']['transfer_delta'], 'p_value': rec['results']['p_value'],
+                     'best_single': max(singles) if len(singles) == k else None})
+    summary = {}
+    for k in (2, 3):
+        sel = [r for r in rows if r['k'] == k and r['best_single'] is not None]
+        if sel:
+            diffs = [r['delta'] - r['best_single'] for r in sel]
+            summary[f'seq{k}'] = {'n': len(sel), 'mean_delta': mean([r['delta'] for r in sel]),
+                                  'mean_best_single': mean([r['best_single'] for r in sel]),
+                                  'beats_best_single': sum(d > 0 for d in diffs),
+                                  'mean_minus_best_single': mean(diffs),
+                                  'ci': list(bootstrap_mean_ci(diffs))}
+    return {'rows': rows, 'summary': summary}
+
+
+def _by_teacher_strength(pairs: dict) -> dict:
+    """Mean Δ per method for teachers weaker / stronger than the student (by test top-1)."""
+    out = {}
+    for method, runs in pairs.items():
+        weaker = [r['transfer_delta'] for r in runs.values() if r['teachers'][0]['top1'] < r['top1_before']]
+        stronger = [r['transfer_delta'] for r in runs.values() if r['teachers'][0]['top1'] >= r['top1_before']]
+        out[method] = {'weaker_teacher': {'n': len(weaker), 'mean_delta': mean(weaker)},
+                       'stronger_teacher': {'n': len(stronger), 'mean_delta': mean(stronger)}}
+    return out
+
+
+# ----------------------------------------------------------------------------- plots
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_success_rates(summary: dict, path: Path) -> Path:
+    """The paper's Fig. 4a on the zoo: success rate per method with 95% Wilson intervals."""
+    methods = [m for m in ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup') if m in summary['methods']]
+    fig = _figure(7.0, 3.8)
+    ax = fig.subplots()
+    rates = [summary['methods'][m]['success_rate'] for m in methods]
+    lows = [r - summary['methods'][m]['success_ci'][0] for r, m in zip(rates, methods)]
+    highs = [summary['methods'][m]['success_ci'][1] - r for r, m in zip(rates, methods)]
+    ax.bar(range(len(methods)), rates, yerr=[lows, highs], capsize=4, color='#2f6fb0')
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels([TITLES[m] for m in methods], fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel('success rate (% of pairs with Δtransf > 0)')
+    ax.set_title(f"Transfer success over {summary['pairs']} zoo pairs (95% Wilson intervals)", fontsize=10)
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format='png', metadata={'Software': None})
+    return path
+
+
+def plot_delta_vs_gap(records: list[dict], path: Path) -> Path:
+    """The paper's Fig. 4b: Δtransf against teacher minus student top-1, KL-Dist vs KL+DP."""
+    fig = _figure(7.0, 4.2)
+    ax = fig.subplots()
+    for method, colour, marker in (('kl', '#c0392b', 'o'), ('kldp', '#2f6fb0', 's')):
+        pts = [(r['results']['teachers'][0]['top1'] - r['results']['top1_before'], r['results']['transfer_delta'])
+               for r in records if r['kind'] == 'pair' and r['method'] == method]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, alpha=0.8, color=colour, marker=marker,
+                       label=TITLES[method])
+    ax.axhline(0.0, color='black', linewidth=0.6)
+    ax.axvline(0.0, color='#999999', linewidth=0.6, linestyle=':')
+    ax.set_xlabel('teacher top-1 − student top-1 (points)')
+    ax.set_ylabel('Δtransf (points)')
+    ax.set_title('Transfer delta against the accuracy gap (zoo, test split)', fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format='png', metadata={'Software': None})
+    return path
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _ci(ci, digits=2, signed=True):
+    f = (lambda v: f'{v:+.{digits}f}') if signed else (lambda v: f'{v:.{digits - 2 if digits > 2 else 0}f}')
+    return f'[{f(ci[0])}, {f(ci[1])}]'
+
+
+def methods_table(summary: dict) -> str:
+    lines = ['| method | pairs | success rate [95% CI] | mean Δtransf [95% CI] | significant gains | '
+             'significant losses | mean Δρpos | mean Δρneg |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+    for m in ('ce', 'kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup'):
+        s = summary['methods'].get(m)
+        if not s:
+            continue
+        n_label = f"{s['n']} students" if m == 'ce' else str(s['n'])
+        lines.append(
+            f"| {TITLES[m]} | {n_label} | {s['success_rate']:.0f}% [{s['success_ci'][0]:.0f}, {s['success_ci'][1]:.0f}] | "
+            f"{s['mean_delta']:+.2f} {_ci(s['mean_delta_ci'])} | {s['significant_gains']:.0f}% | "
+            f"{s['significant_losses']:.0f}% | {_fmt(s['mean_pos_flips_delta'])} | {_fmt(s['mean_neg_flips_delta'])} |")
+    return '\n'.join(lines)
+
+
+def _fmt(x, digits=2):
+    return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:+.{digits}f}'
+
+
+def per_student_table(summary: dict) -> str:
+    cols = [m for m in ('ce', 'kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup') if m in summary['methods']]
+    lines = ['| student (top-1) | ' + ' | '.join(TITLES[c] for c in cols) + ' |',
+             '|---|' + '---:|' * len(cols)]
+    for s, row in summary['per_student'].items():
+        top1 = f" ({row['top1']:.2f})" if row.get('top1') is not None else ''
+        lines.append(f'| {s}{top1} | ' + ' | '.join(_fmt(row.get(c)) for c in cols) + ' |')
+    return '\n'.join(lines)
+
+
+def sequential_table(summary: dict) -> str:
+    seq = summary.get('sequential')
+    if not seq:
+        return ''
+    lines = ['| student | teachers (by ρpos on validation) | sequential Δ (p) | best single KL+DP of those |',
+             '|---|---|---:|---:|']
+    for r in seq['rows']:
+        lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | {r['delta']:+.2f} ({r['p_value']:.2g}) | "
+                     f"{_fmt(r['best_single'])} |")
+    return '\n'.join(lines)
+
+
+def report_markdown(summary: dict, plots_rel: str) -> str:
+    parts = [methods_table(summary), '']
+    d = summary.get('kldp_minus_ce')
+    if d:
+        parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs, interval from resampling "
+                     f"students): {d['mean']:+.2f} points {_ci(d['ci'])}; KL+DP beat its student's control in "
+                     f"{d['positive']} of {d['n']} pairs.")
+        parts.append('')
+    parts += ['Mean Δtransf per student over its teachers (the paper\'s Table 1 on the zoo):', '',
+              per_student_table(summary), '']
+    routing = summary.get('routing') or {}
+    if routing.get('kldp'):
+        r = routing['kldp']
+        flips = '' if r.get('routed_pos_flips') is None else (
+            f"; {r['routed_pos_flips']:.0f}% of the positive-flip samples (teacher right, frozen student wrong) "
+            f"and {r['routed_neg_flips']:.0f}% of the negative-flip samples (paper: 72% / 9%)")
+        parts += [f"Routing (KL+DP, supervised): {r['routed']:.0f}% of training samples went to the teacher{flips}.",
+                  '']
+    seq = sequential_table(summary)
+    if seq:
+        parts += ['Sequential KL+DP with each student\'s 2 and 3 most complementary teachers:', '', seq, '']
+    parts += [f'![success rate per method]({plots_rel}/{SUCCESS_PLOT})',
+              f'![transfer delta against the accuracy gap]({plots_rel}/{DELTA_PLOT})']
+    return '\n'.join(parts)
+
+
+def write_readme_section(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    if BEGIN not in content or END not in content:
+        raise SystemExit(f'{readme} has no {BEGIN} ... {END} markers to write the study report between.')
+    head, rest = content.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}')
+
+
+def report_main(args) -> None:
+    from study import RUNS_DIR, STUDY_DIR, ROOT
+    records = load_records(RUNS_DIR)
+    summary = summarize(records)
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return
+    plots = STUDY_DIR / 'plots'
+    text = report_markdown(summary, plots.relative_to(ROOT).as_posix())
+    print(text)
+    if not args.no_write:
+        plot_success_rates(summary, plots / SUCCESS_PLOT)
+        plot_delta_vs_gap(records, plots / DELTA_PLOT)
+        (STUDY_DIR / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))
+        write_readme_section(Path(args.readme), text)

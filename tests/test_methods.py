@@ -1,0 +1,74 @@
+"""The method registry (timm_gkt/methods.py): what each method needs, and create_task with named arguments."""
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+
+from timm_gkt.frozen import FrozenModel, frozen_copy
+from timm_gkt.methods import METHODS, create_task, get_method, methods_using
+from timm_gkt.models import Preprocessing
+from timm_gkt.tasks import CrossEntropyTask, KLDistillationTask, KLDPTask, ParallelKLDPTask, XEKLMCLTask, XEKLTask
+
+PREP = Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.25,))
+HYPER = dict(kd_temperature=2.0, xe_weight=0.25, mcl_momentum=0.9, mcl_interval=3, dp_mode='unsupervised')
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    teachers = [FrozenModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), PREP, PREP, name=f't{i}') for i in range(2)]
+    return argparse.Namespace(student=student, teachers=teachers, frozen=frozen_copy(student, PREP))
+
+
+def test_registry_covers_every_method():
+    assert set(METHODS) == {'ce', 'kl', 'xekl', 'xekl-mcl', 'kldp'}
+
+
+def test_what_each_method_needs():
+    needs = {name: (m.needs_teacher, m.needs_frozen_student, m.routes_samples) for name, m in METHODS.items()}
+    assert needs == {'ce': (False, False, False), 'kl': (True, False, False), 'xekl': (True, False, False),
+                     'xekl-mcl': (True, False, False), 'kldp': (True, True, True)}
+    assert methods_using('dp_mode') == ['kldp'] and methods_using('mcl_momentum') == ['xekl-mcl']
+    assert methods_using('xe_weight') == ['xekl', 'xekl-mcl']
+    assert not get_method('ce').uses('kd_temperature')
+
+
+def test_every_method_has_a_title_and_a_card_description():
+    for m in METHODS.values():
+        assert m.title and m.description.endswith('.') and len(m.description) > 40
+
+
+def test_create_task_rejects_unknown_method_naming_the_choices(setup):
+    with pytest.raises(ValueError) as info:
+        create_task('kl-dp', setup.student, setup.teachers[:1], setup.frozen, **HYPER)
+    message = str(info.value)
+    assert "'kl-dp'" in message
+    for method in ('ce', 'kl', 'xekl', 'xekl-mcl', 'kldp'):
+        assert method in message
+
+
+def test_create_task_builds_each_method_with_its_arguments(setup):
+    s, args = setup, HYPER
+    ce = create_task('ce', s.student, [], None, **args)
+    assert type(ce) is CrossEntropyTask
+    kl = create_task('kl', s.student, s.teachers[:1], None, **args)
+    assert type(kl) is KLDistillationTask and kl.teacher is s.teachers[0] and kl.temperature == 2.0
+    xekl = create_task('xekl', s.student, s.teachers[:1], None, **args)
+    assert type(xekl) is XEKLTask and xekl.xe_weight == 0.25 and xekl.temperature == 2.0
+    mcl = create_task('xekl-mcl', s.student, s.teachers[:1], None, **args)
+    assert type(mcl) is XEKLMCLTask and mcl.momentum == 0.9 and mcl.interval == 3 and mcl.xe_weight == 0.25
+    assert mcl.get_trainable_module(ema=True).decay == 0.9
+    kldp = create_task('kldp', s.student, s.teachers[:1], s.frozen, **args)
+    assert type(kldp) is KLDPTask and kldp.frozen_student is s.frozen and kldp.dp_mode == 'unsupervised'
+    parallel = create_task(get_method('kldp'), s.student, tuple(s.teachers), s.frozen, **args)
+    assert type(parallel) is ParallelKLDPTask and list(parallel.teachers) == s.teachers
+    assert parallel.dp_mode == 'unsupervised' and parallel.temperature == 2.0
+    for task in (ce, kl, xekl, kldp, parallel):
+        assert task.trainable_module is s.student and task.eval_module() is s.student
+
+
+def test_create_task_uses_method_defaults_for_what_is_not_given(setup):
+    task = create_task('xekl-mcl', setup.student, setup.teachers[:1], None)
+    assert task.temperature == 1.0 and task.xe_weight == 0.3 and task.momentum == 0.9999 and task.interval == 2

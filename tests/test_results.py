@@ -1,0 +1,72 @@
+"""What a run found (timm_gkt/results.py): the verdict, the shared before/after rows, the CLI table."""
+import pytest
+from hubkit import make_results
+
+from timm_gkt.results import (
+    Row, Verdict, before_after_rows, format_table, markdown_rows, transfer_delta, verdict, verdict_of,
+)
+
+
+@pytest.mark.parametrize('delta, p, n, expected', [
+    (0.62, 0.003, 10000, Verdict('improved', 'improved: +0.62 points (p = 0.003)')),
+    (-0.62, 0.003, 10000, Verdict('worse', 'worse: -0.62 points (p = 0.003)')),
+    (0.18, 0.24, 10000, Verdict('no significant change',
+                                'no significant change: +0.18 points (p = 0.24, one image = 0.01)')),
+    # just below and just above the 5% level
+    (0.20, 0.0499, 10000, Verdict('improved', 'improved: +0.20 points (p = 0.05)')),
+    (0.20, 0.0501, 10000, Verdict('no significant change',
+                                  'no significant change: +0.20 points (p = 0.05, one image = 0.01)')),
+    (-0.20, 0.0501, 10000, Verdict('no significant change',
+                                   'no significant change: -0.20 points (p = 0.05, one image = 0.01)')),
+    (0.20, 0.05, 10000, Verdict('no significant change',
+                                'no significant change: +0.20 points (p = 0.05, one image = 0.01)')),
+    # Δ = 0 is never a change, whatever the p-value says
+    (0.0, 1.0, 400, Verdict('no significant change', 'no significant change: +0.00 points (p = 1, one image = 0.25)')),
+    (0.0, 0.01, 400, Verdict('no significant change',
+                             'no significant change: +0.00 points (p = 0.01, one image = 0.25)')),
+    (0.3, None, None, Verdict('no significant change', 'no significant change: +0.30 points (no p-value)')),
+    (None, 0.01, 10000, Verdict('no result', 'no result: the run recorded no transfer delta')),
+])
+def test_verdict_calls_a_change_improved_or_worse_only_when_significant(delta, p, n, expected):
+    assert verdict(delta, p, n) == expected
+
+
+def test_verdict_of_prefers_the_stored_verdict_and_computes_one_for_older_results():
+    stored = make_results(verdict={'word': 'improved', 'text': 'improved: +0.50 points (p = 0.0003)'})
+    assert verdict_of(stored) == Verdict('improved', 'improved: +0.50 points (p = 0.0003)')
+    older = make_results(p_value=0.24, transfer_delta=None, top1_before=85.52, top1_after=85.70)
+    assert transfer_delta(older) == pytest.approx(0.18)
+    assert verdict_of(older).text == 'no significant change: +0.18 points (p = 0.24, one image = 0.01)'
+
+
+def test_before_after_rows_are_the_student_then_each_teachers_flips():
+    two = dict(make_results()['teachers'][0], name='mixer_a', rho_pos=4.0, rho_pos_after=3.0, pos_flips_delta=-1.0,
+               rho_neg=1.0, rho_neg_after=1.5, neg_flips_delta=0.5)
+    rows = before_after_rows(make_results(teachers=make_results()['teachers'] + [two]))
+    assert rows == [
+        Row('student top-1', None, 85.1, 85.6, 0.5),
+        Row('ρpos', 'convnext_a', 6.0, 5.5, -0.5), Row('ρneg', 'convnext_a', 2.0, 2.1, 0.1),
+        Row('ρpos', 'mixer_a', 4.0, 3.0, -1.0), Row('ρneg', 'mixer_a', 1.0, 1.5, 0.5),
+    ]
+    assert [r.label for r in rows[:2]] == ['student top-1', 'ρpos vs convnext_a']
+    assert markdown_rows(rows[:2]) == ['| student top-1 | 85.10 | 85.60 | +0.50 |',
+                                       '| ρpos vs convnext_a | 6.00 | 5.50 | -0.50 |']
+    missing = before_after_rows(make_results(top1_after=None, transfer_delta=None, teachers=[]))
+    assert markdown_rows(missing) == ['| student top-1 | 85.10 | – | – |']
+
+
+def test_cli_table_lays_out_the_rows_and_states_the_verdict():
+    results = make_results(hyperparameters=dict(make_results()['hyperparameters'], epochs=1))
+    lines = format_table(results).splitlines()
+    assert lines[0] == 'Transfer into vit_a from convnext_a (KL + DP, 1 epoch(s) per stage, 10000 eval images)'
+    assert lines[1].split() == ['before', 'after', 'Δ']
+    assert lines[2] == f"{'student top-1':34s}    85.10    85.60    +0.50"
+    assert lines[3].split() == ['knowledge', 'gained', '/', 'lost', '+1.20', '/', '-0.70', '(McNemar', 'p', '=',
+                                '0.0003)']
+    assert lines[4] == 'teacher convnext_a (top-1 90.10), routed 30.2%'
+    assert lines[5] == f"{'  ρpos, complementary knowledge':34s}     6.00     5.50    -0.50"
+    assert lines[6] == f"{'  ρneg':34s}     2.00     2.10    +0.10"
+    assert lines[7] == 'result: improved: +0.50 points (p = 0.0003)'
+    noise = format_table(make_results(p_value=0.24, transfer_delta=0.18, top1_after=85.28))
+    assert noise.splitlines()[-1] == 'result: no significant change: +0.18 points (p = 0.24, one image = 0.01)'
+    assert 'improved' not in noise

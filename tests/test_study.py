@@ -1,0 +1,77 @@
+"""The zoo study's report, on hand-made run records with known rates and intervals."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def report_module():
+    sys.path.insert(0, str(ROOT / 'scripts'))
+    try:
+        yield importlib.import_module('study_report')
+    finally:
+        sys.path.remove(str(ROOT / 'scripts'))
+
+
+def _results(delta, p, gains, losses, teacher_top1=90.0, before=88.0, routed=None):
+    return {'transfer_delta': delta, 'p_value': p, 'gains': gains, 'losses': losses, 'top1_before': before,
+            'top1_after': before + delta, 'eval_samples': 10000,
+            'teachers': [{'name': 't', 'top1': teacher_top1, 'rho_pos': 5.0, 'rho_neg': 3.0,
+                          'pos_flips_delta': -0.2, 'neg_flips_delta': 0.0, 'routed_share': routed}]}
+
+
+def _write(tmp_path, name, kind, student, teachers, method, results):
+    rec = {'run': name, 'kind': kind, 'student': student, 'teachers': teachers, 'method': method,
+           'results': results}
+    (tmp_path / f'{name}.json').write_text(json.dumps(rec))
+
+
+@pytest.fixture()
+def four_runs(tmp_path):
+    # two KL+DP pairs (one significant gain, one non-significant loss) and each student's CE control
+    _write(tmp_path, 'a__b__kldp', 'pair', 'a', ['b'], 'kldp', _results(0.30, 0.01, 50, 20, routed=80.0))
+    _write(tmp_path, 'b__a__kldp', 'pair', 'b', ['a'], 'kldp',
+           _results(-0.10, 0.5, 10, 20, teacher_top1=86.0, before=88.0, routed=10.0))
+    _write(tmp_path, 'a__ce', 'control', 'a', [], 'ce', _results(0.05, 0.8, 5, 0))
+    _write(tmp_path, 'b__ce', 'control', 'b', [], 'ce', _results(-0.05, 0.8, 0, 5))
+    return tmp_path
+
+
+def test_report_numbers_on_four_runs(report_module, four_runs):
+    s = report_module.summarize(report_module.load_records(four_runs))
+    assert s['pairs'] == 2
+    k = s['methods']['kldp']
+    assert k['success_rate'] == 50.0
+    assert k['success_ci'] == [pytest.approx(9.4531, abs=1e-3), pytest.approx(90.5469, abs=1e-3)]
+    assert k['mean_delta'] == pytest.approx(0.10)
+    # clusters are students: resampled means can only be -0.10, 0.10 or 0.30
+    assert k['mean_delta_ci'] == [pytest.approx(-0.10), pytest.approx(0.30)]
+    assert k['significant_gains'] == 50.0 and k['significant_losses'] == 0.0
+    assert s['methods']['ce']['success_rate'] == 50.0
+    # KL+DP minus the control, paired by student: 0.30 - 0.05 and -0.10 + 0.05
+    d = s['kldp_minus_ce']
+    assert d['mean'] == pytest.approx(0.10) and d['ci'] == [pytest.approx(-0.05), pytest.approx(0.25)]
+    assert d['positive'] == 1
+    assert s['per_student']['a']['kldp'] == pytest.approx(0.30) and s['per_student']['a']['ce'] == 0.05
+    assert s['routing']['kldp']['routed'] == pytest.approx(45.0)
+    strength = s['by_teacher_strength']['kldp']
+    assert strength['stronger_teacher'] == {'n': 1, 'mean_delta': pytest.approx(0.30)}
+    assert strength['weaker_teacher'] == {'n': 1, 'mean_delta': pytest.approx(-0.10)}
+
+
+def test_report_markdown_and_readme_section(report_module, four_runs, tmp_path):
+    s = report_module.summarize(report_module.load_records(four_runs))
+    text = report_module.report_markdown(s, 'studies/zoo/plots')
+    assert '| KL+DP | 2 | 50% [9, 91] | +0.10 [-0.10, +0.30] | 50% | 0% |' in text
+    assert '+0.10 points [-0.05, +0.25]' in text
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'intro\n{report_module.BEGIN}\nold\n{report_module.END}\noutro\n')
+    report_module.write_readme_section(readme, text)
+    content = readme.read_text()
+    assert content.startswith('intro\n') and content.endswith('\noutro\n') and 'old' not in content
+    assert text in content

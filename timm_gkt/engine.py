@@ -1,0 +1,295 @@
+"""The engine: the "before" evaluation, then stage after stage of training, each epoch evaluated and checkpointed.
+
+Accelerate style: the loop of :func:`train_one_epoch` fits one screen, ``accelerator.prepare``
+is called once per stage, evaluation gathers with ``gather_for_metrics``. A stage
+(:func:`run_stage`) trains one task (:mod:`timm_gkt.methods`) against the stage's frozen
+models (:mod:`timm_gkt.frozen`) and is resumable from its epoch checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .evaluation import predict, top1
+from .frozen import stage_frozen_models
+from .methods import create_task
+from .metrics import transfer_metrics
+from .models import ResolvedModel
+from .multi import Stage, soup
+from .rundir import (
+    RunState, load_checkpoint, load_stage_result, save_checkpoint, save_stage_result, write_summary,
+)
+
+
+def make_accelerator(config):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+    mixed = ('bf16' if config.amp_dtype == 'bfloat16' else 'fp16') if config.amp else 'no'
+    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum_steps,
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+
+
+def create_train_loader(config, train_ds, student: ResolvedModel):
+    from timm.data import create_loader
+
+    from .data import ModeDataset
+    prep = student.preprocessing
+    return create_loader(
+        ModeDataset(train_ds, prep.image_mode), input_size=prep.input_size, batch_size=config.batch_size,
+        is_training=True, no_aug=config.no_aug, scale=tuple(config.scale), ratio=tuple(config.ratio),
+        hflip=config.hflip, vflip=config.vflip, color_jitter=config.color_jitter, auto_augment=config.aa,
+        re_prob=config.reprob, interpolation=prep.interpolation, mean=prep.mean, std=prep.std,
+        num_workers=config.loader_workers, use_prefetcher=False, device=torch.device('cpu'), persistent_workers=False)
+
+
+def create_mixup(config, num_classes):
+    if not (config.mixup > 0 or config.cutmix > 0):
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
+                 num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------------- before
+
+@dataclass(frozen=True)
+class Baseline:
+    """The "before" pass: every model's predictions on the evaluation split, what all metrics compare with."""
+    student_pred: torch.Tensor
+    teacher_preds: dict[str, torch.Tensor]  # by teacher spec
+    target: torch.Tensor
+    num_classes: int
+
+    @property
+    def student_top1(self) -> float:
+        return top1(self.student_pred, self.target)
+
+    @property
+    def teacher_top1(self) -> dict[str, float]:
+        return {spec: top1(p, self.target) for spec, p in self.teacher_preds.items()}
+
+    def metrics(self, pred: torch.Tensor) -> dict:
+        """Δtransf, flips and p-value of a student's predictions against this baseline."""
+        m = transfer_metrics(self.student_pred, pred, self.teacher_preds, self.target, self.num_classes)
+        m['eval_samples'] = int(self.target.numel())
+        return m
+
+
+def measure_baseline(plan) -> Baseline:
+    """One pass over the evaluation split for the student and every teacher, each through its own eval transform."""
+    student, teachers = plan.student, list(plan.teachers.values())
+    models = [student.model] + [t.network for t in teachers]
+    for m in models:
+        m.to(plan.accelerator.device)
+    preds, target = predict(models, [student.preprocessing] + [t.preprocessing for t in teachers], plan.eval_ds,
+                            batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval before')
+    return Baseline(preds[0], dict(zip(plan.teachers, preds[1:])), target, student.num_classes)
+
+
+# ----------------------------------------------------------------------------- stages
+
+@dataclass
+class Transfer:
+    """The stages' outcome: the final student, its predictions and metrics, the per-epoch history."""
+    model: torch.nn.Module
+    pred: torch.Tensor
+    metrics: dict
+    history: list[dict]
+    derived: dict = field(default_factory=dict)  # values computed from the config, e.g. the MCL τ used
+
+
+def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
+    """Every stage in order (finished ones read back on resume), then the soup if any, then the final metrics."""
+    state = RunState.read(plan.resume_from)
+    resume_from = plan.resume_from
+    initial_state = {k: v.detach().cpu().clone() for k, v in plan.student.model.state_dict().items()}
+    current, soup_parts, last_pred, derived = initial_state, [], None, {}
+    for stage in stages:
+        if stage.index < state.stage:  # finished before the interruption
+            stage_state, last_pred = load_stage_result(plan.run_dir, stage.index), None
+        else:
+            resuming = resume_from is not None and stage.index == state.stage and state.epoch > 0
+            if not resuming:
+                state.epoch = 0
+            state.stage = stage.index
+            start = initial_state if stage.from_initial else current
+            stage_state, last_pred, derived = run_stage(plan, stage, start, baseline, state,
+                                                        resume_from if resuming else None)
+            if plan.accelerator.is_main_process:
+                save_stage_result(plan.run_dir, stage.index, stage_state)
+            resume_from = None
+        soup_parts.append(stage_state)
+        current = stage_state
+    is_soup = plan.config.multi == 'soup'
+    model = copy.deepcopy(plan.student.model)
+    model.load_state_dict(soup(soup_parts) if is_soup else current)
+    model.to(plan.accelerator.device)
+    if is_soup or last_pred is None:  # a soup (or a run resumed at its end) has not been evaluated yet
+        (last_pred,), _ = predict([model], [plan.student.preprocessing], plan.eval_ds,
+                                  batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator,
+                                  desc='eval after')
+    # otherwise the last epoch's evaluation already saw exactly these weights
+    return Transfer(model, last_pred, baseline.metrics(last_pred), state.history, derived)
+
+
+@dataclass
+class StageSetup:
+    """A stage's prepared objects."""
+    student: torch.nn.Module
+    task: torch.nn.Module
+    loader: object
+    optimizer: object
+    scheduler: object
+    num_epochs: int
+    updates_per_epoch: int
+    mixup: object
+    derived: dict
+
+
+def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
+    """Student from ``start_state``, the stage's frozen models, loader, optimizer, schedule, task; prepared.
+
+    The order of these steps is the order the global RNG is drawn in (model creation,
+    loader seeds), so it stays fixed for runs to reproduce.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    config, accelerator, method = plan.config, plan.accelerator, plan.method
+    student = copy.deepcopy(plan.student.model)
+    student.load_state_dict(start_state)
+    student.train()
+    frozen = stage_frozen_models(method, student, plan.student.preprocessing,
+                                 [plan.teachers[t] for t in stage.teachers], accelerator.device)
+    loader = create_train_loader(config, plan.train_ds, plan.student)
+    optimizer = create_optimizer_v2(student, opt=config.opt, lr=config.learning_rate,
+                                    weight_decay=config.weight_decay, momentum=config.momentum)
+    updates_per_epoch = max(1, (len(loader) + config.grad_accum_steps - 1) // config.grad_accum_steps
+                            // accelerator.num_processes)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=not config.sched_on_updates,
+        updates_per_epoch=updates_per_epoch)
+    hyper = config.task_hyperparameters()
+    derived = {}
+    if method.uses('mcl_momentum') and config.mcl_momentum is None:
+        from .mcl import scaled_mcl_momentum
+        derived['mcl_momentum'] = hyper['mcl_momentum'] = scaled_mcl_momentum(updates_per_epoch * num_epochs,
+                                                                              config.mcl_interval)
+    # the task (and MCL's slow copy) is built on the unwrapped student, before DDP wraps it
+    task = create_task(method, student, frozen.teachers, frozen.frozen_student, **hyper).to(accelerator.device)
+    student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
+    task.trainable_module = student
+    mixup = create_mixup(config, plan.student.num_classes)
+    return StageSetup(student, task, loader, optimizer, scheduler, num_epochs, updates_per_epoch, mixup, derived)
+
+
+def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: RunState,
+              resume_from: Path | None) -> tuple[dict, torch.Tensor | None, dict]:
+    """Train one stage; returns its student's weights, its last evaluation's predictions and derived values."""
+    from timm.utils import unwrap_model
+    s = setup_stage(plan, stage, start_state)
+    name = ' + '.join(plan.teachers[t].name for t in stage.teachers) if plan.method.needs_teacher \
+        else 'cross-entropy control'
+    start_epoch = 0
+    if resume_from is not None:
+        load_checkpoint(plan.accelerator, resume_from, s.scheduler, s.task)
+        start_epoch = state.epoch
+        plan.say(f'resumed from {resume_from} (stage {stage.index + 1}, epoch {start_epoch})')
+    num_updates = start_epoch * s.updates_per_epoch
+    pred = None
+    for epoch in range(start_epoch, s.num_epochs):
+        if hasattr(s.loader, 'set_epoch'):
+            s.loader.set_epoch(epoch)
+        desc = f'stage {stage.index + 1} [{name}] epoch {epoch + 1}/{s.num_epochs}'
+        t0 = time.time()
+        loss, route_counts, num_updates = train_one_epoch(
+            plan.accelerator, s.task, s.student, s.loader, s.optimizer, s.scheduler, s.mixup, epoch, num_updates,
+            plan.config.clip_grad, desc)
+        seconds = time.time() - t0
+        (pred,), _ = predict([unwrap_model(s.task.eval_module())], [plan.student.preprocessing], plan.eval_ds,
+                             batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval')
+        m = baseline.metrics(pred)
+        row = epoch_row(stage, name, epoch, loss, m, route_counts, s.optimizer,
+                        len(s.loader.dataset) / seconds if seconds > 0 else None)
+        state.history.append(row)
+        state.epoch = epoch + 1
+        plan.say(format_epoch(desc, loss, m, row))
+        if plan.accelerator.is_main_process:
+            write_summary(plan.run_dir / 'summary.csv', state.history)
+        save_checkpoint(plan.accelerator, plan.run_dir, stage.index, epoch + 1, s.scheduler, s.task, state,
+                        plan.config.checkpoint_hist)
+    result = {k: v.detach().cpu().clone() for k, v in unwrap_model(s.task.eval_module()).state_dict().items()}
+    derived = s.derived
+    plan.accelerator.free_memory()  # forget this stage's prepared objects before the next stage prepares its own
+    del s
+    if len(stage.teachers) == 1:
+        plan.teachers[stage.teachers[0]].release()  # the next stage loads its own teacher
+    return result, pred, derived
+
+
+def epoch_row(stage: Stage, name: str, epoch: int, loss: float, m: dict, route_counts, optimizer,
+              img_per_s: float | None) -> dict:
+    """One line of the run's history (summary.csv, results.json ``epochs``)."""
+    routed = None
+    if route_counts is not None and route_counts.sum() > 0:
+        # index 0 counts the frozen student, 1.. the stage's teachers in order
+        routed = {t: 100.0 * route_counts[i + 1].item() / route_counts.sum().item()
+                  for i, t in enumerate(stage.teachers)}
+    return {'stage': stage.index, 'teacher': name, 'epoch': epoch + 1, 'train_loss': round(loss, 5),
+            'top1': round(m['top1_after'], 2), 'transfer_delta': round(m['transfer_delta'], 2),
+            'knowledge_gain': round(m['knowledge_gain'], 2), 'knowledge_loss': round(m['knowledge_loss'], 2),
+            'p_value': m['p_value'], 'routed_share': None if routed is None else round(sum(routed.values()), 2),
+            'routed': routed, 'lr': optimizer.param_groups[0]['lr'],
+            'img_per_s': round(img_per_s, 1) if img_per_s is not None else None}
+
+
+def format_epoch(desc: str, loss: float, m: dict, row: dict) -> str:
+    return (f'  {desc}: loss {loss:.4f}  top-1 {m["top1_after"]:.2f} (Δ {m["transfer_delta"]:+.2f}, '
+            f'gain {m["knowledge_gain"]:.2f}, loss {m["knowledge_loss"]:.2f}, p={m["p_value"]:.3g})'
+            + (f'  routed to teacher {row["routed_share"]:.1f}%' if row['routed'] else '')
+            + f'  [{row["img_per_s"]} img/s]')
+
+
+def unpack_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(input, target, sample indices or None): loaders that also yield each sample's index pass it on."""
+    return (batch[0], batch[1], batch[2]) if len(batch) > 2 else (batch[0], batch[1], None)
+
+
+def train_one_epoch(accelerator, task, student, loader, optimizer, scheduler, mixup, epoch: int, num_updates: int,
+                    clip_grad: float | None, desc: str):
+    from tqdm.auto import tqdm
+    task.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    steps = 0
+    route_counts = None
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, mininterval=1):
+        x, y, index = unpack_batch(batch)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        task.begin_batch(epoch, index)
+        with accelerator.accumulate(student):
+            with accelerator.autocast():
+                out = task(x, y)
+            accelerator.backward(out['loss'])
+            if accelerator.sync_gradients and clip_grad:
+                accelerator.clip_grad_norm_(student.parameters(), clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                num_updates += 1
+                scheduler.step_update(num_updates=num_updates)
+                task.after_optimizer_step(num_updates)
+        loss_sum += out['loss'].detach().float()
+        steps += 1
+        if 'route_counts' in out:
+            counts = out['route_counts'].detach().to(accelerator.device)
+            route_counts = counts if route_counts is None else route_counts + counts
+    scheduler.step(epoch + 1)
+    loss = accelerator.reduce(loss_sum, reduction='mean').item() / max(steps, 1)
+    if route_counts is not None:
+        route_counts = accelerator.reduce(route_counts, reduction='sum').cpu()
+    return loss, route_counts, num_updates
