@@ -22,7 +22,7 @@ from timm_gkt.fingerprint import (
 )
 from timm_gkt.models import Preprocessing
 from timm_gkt.replay import ReplayDataset
-from timm_gkt.tasks import FrozenModel
+from timm_gkt.frozen import FrozenModel, InStudentOrder
 
 STUDENT = Preprocessing(input_size=(1, 28, 28), mean=(0.286,), std=(0.353,))
 TEACHER = Preprocessing(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -122,6 +122,9 @@ def test_model_fingerprint_covers_buffers_and_dtype():
     before = model_fingerprint(bn)
     bn[1].running_mean.add_(0.5)
     assert model_fingerprint(bn) != before
+    changed = model_fingerprint(bn)
+    bn[0].register_buffer('order', torch.tensor([1, 0]), persistent=False)  # not in state_dict, still an input
+    assert model_fingerprint(bn) != changed
     assert model_fingerprint(copy.deepcopy(bn).to(torch.bfloat16))['weights'] != model_fingerprint(bn)['weights']
 
 
@@ -138,7 +141,10 @@ def test_eval_key_depends_on_eval_transform_and_label_order():
     assert eval_predictions_key(model, TEACHER, ds).digest == base
     assert eval_predictions_key(model, Preprocessing((3, 36, 36), TEACHER.mean, TEACHER.std, crop_pct=0.9),
                                 ds).digest != base
-    assert eval_predictions_key(model, TEACHER, ds, torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8, 9])).digest != base
+    swapped = torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert eval_predictions_key(InStudentOrder(model, swapped), TEACHER, ds).digest != base
+    # the same network as a student or as an aligned teacher: one entry
+    assert eval_predictions_key(InStudentOrder(model), TEACHER, ds).digest == base
     assert eval_predictions_key(model, TEACHER, Images(seed=2)).digest != base
 
 

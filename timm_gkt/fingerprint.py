@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import itertools
 import json
 from typing import Any
 
@@ -67,11 +68,13 @@ def describe(obj: Any, _depth: int = 0) -> Any:
 def model_fingerprint(model: nn.Module) -> dict:
     """Weights and buffers (names, dtypes, shapes, bytes) plus every submodule's type and scalar settings.
 
-    The settings catch what the weights do not: a ViT's ``global_pool``, a LayerNorm's eps,
-    an activation's type. Train/eval mode is left out: frozen models always run in eval mode.
+    Buffers include non-persistent ones (a label permutation, a position index), which
+    ``state_dict`` leaves out but which change the outputs all the same. The settings catch
+    what the tensors do not: a ViT's ``global_pool``, a LayerNorm's eps, an activation's
+    type. Train/eval mode is left out: frozen models always run in eval mode.
     """
     h = hashlib.blake2b(digest_size=16)
-    for name, t in model.state_dict().items():
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
         h.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
         h.update(tensor_bytes(t))
     config = []
@@ -83,8 +86,12 @@ def model_fingerprint(model: nn.Module) -> dict:
 
 
 def frozen_model_fingerprint(frozen) -> dict:
-    """A :class:`~timm_gkt.tasks.FrozenModel`: the network, what it is fed and the class order it answers in."""
-    perm = getattr(frozen, 'label_perm', None)
+    """A :class:`~timm_gkt.frozen.FrozenModel`: the network, what it is fed and the class order it answers in.
+
+    The network is hashed without its label-order wrapper, so the same model keys the same
+    whether it is a run's teacher or another run's frozen student.
+    """
+    perm = frozen.net.label_perm
     return {
         **model_fingerprint(frozen.model),
         'preprocessing': dataclasses.asdict(frozen.adaptor.target),
@@ -189,9 +196,17 @@ def train_outputs_key(frozen, replay_dataset, precision: str = 'float32', storag
     })
 
 
-def eval_predictions_key(model: nn.Module, preprocessing, dataset, label_perm: torch.Tensor | None = None,
-                         precision: str = 'float32') -> CacheKey:
-    """Key of a model's predictions on an evaluation split through its own eval transform."""
+def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: str = 'float32') -> CacheKey:
+    """Key of a model's predictions on an evaluation split through its own eval transform.
+
+    A teacher comes as :class:`~timm_gkt.frozen.InStudentOrder`; it is keyed as its bare
+    network plus the permutation, so a model's predictions are shared by the runs where it
+    is the student and those where it is an aligned teacher.
+    """
+    from .frozen import InStudentOrder
+    label_perm = None
+    if isinstance(model, InStudentOrder):
+        model, label_perm = model.model, model.label_perm
     return CacheKey({
         'kind': 'eval-predictions', 'version': FINGERPRINT_VERSION,
         'model': model_fingerprint(model),
