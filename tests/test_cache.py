@@ -24,7 +24,6 @@ from timm_gkt.cache import (
     cached_batch,
     cached_predict,
     commit_cached,
-    require_unmixed_batches,
     storage_format,
 )
 from timm_gkt.fingerprint import CacheKey
@@ -174,17 +173,13 @@ def test_wrapper_refuses_a_batch_without_or_with_wrong_indices(tmp_path):
     wrapped.bind(0, [1, 2])
     with pytest.raises(ValueError, match='2 sample indices bound for a batch of 3'):
         wrapped(batch([1, 2, 3]))
+    wrapped.bind(0, [1, 2])
+    wrapped(batch([1, 2]))
+    with pytest.raises(RuntimeError, match='begin_batch'):  # a binding serves one call, not the next batch
+        wrapped(batch([1, 2]))
     with pytest.raises(IndexError):
         wrapped.bind(0, [N])
         wrapped(batch([N]))
-
-
-def test_mixup_and_cutmix_are_refused():
-    require_unmixed_batches(0.0, 0.0)
-    with pytest.raises(CacheError, match='drop --mixup/--cutmix or run without --teacher-cache'):
-        require_unmixed_batches(mixup=0.2)
-    with pytest.raises(CacheError):
-        require_unmixed_batches(cutmix=1.0)
 
 
 # ----------------------------------------------------------------------------- evaluation predictions
@@ -244,7 +239,8 @@ def drive(zoo, data_dir, method, cache=None, epochs=2, batches=3, batch_size=16)
     from timm_gkt.data import create_image_dataset
     from timm_gkt.models import load_model
     from timm_gkt.replay import ReplayDataset
-    from timm_gkt.tasks import FrozenModel, KLDistillationTask, KLDPTask, frozen_copy
+    from timm_gkt.frozen import FrozenModel, frozen_copy
+    from timm_gkt.tasks import KLDistillationTask, KLDPTask
     student, teacher = load_model(f'local-dir:{zoo}/q_vit'), load_model(f'local-dir:{zoo}/q_cnn')
     prep = student.preprocessing
     base = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'),

@@ -72,6 +72,8 @@ def config(*extra):
     (['--teachers', TEACHER, '--epochs', '0'], '--epochs must be at least 1.'),
     (['--teachers', TEACHER, '--resume', '/nonexistent/ckpt'], 'no such checkpoint folder'),
     (['--teachers', TEACHER, '--resume', 'auto'], '--resume auto needs --experiment NAME'),
+    (['--teachers', TEACHER, '--teacher-cache', 'c', '--mixup', '0.2'], 'drop --mixup/--cutmix or --teacher-cache.'),
+    (['--teachers', TEACHER, '--teacher-cache', 'c', '--cutmix', '1'], 'random blends of two samples'),
 ])
 def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
     with pytest.raises(ConfigError) as info:

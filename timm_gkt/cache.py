@@ -4,15 +4,16 @@ With replayable augmentation (:mod:`timm_gkt.replay`) a sample's pixels in an ep
 the same in every run with the same seed, so a teacher's (or the frozen student's)
 outputs for them can be computed once and looked up afterwards. The first run fills the
 cache while it trains; later runs (other methods on the same pair, sweeps, CI re-runs)
-read it and pay what plain fine-tuning pays.
+read it and pay what plain fine-tuning pays. ``--teacher-cache DIR`` turns it on in the
+engine; by hand:
 
     cache = TeacherCache(args.teacher_cache)
     task = KLDPTask(student, cache.wrap(teacher, train_ds), cache.wrap(frozen_student, train_ds))
     for epoch in range(epochs):
         train_ds.set_epoch(epoch)
         for x, y, index in loader:
-            with cached_batch(task, epoch, index):
-                out = task(x, y)
+            task.begin_batch(epoch, index)      # or: with cached_batch(task, epoch, index):
+            out = task(x, y)
             ...
         commit_cached(task, epoch)      # publish what this process filled
 
@@ -21,8 +22,10 @@ Layout: ``ROOT/<key digest>/key.json`` says in plain text what the folder holds 
 with one row per sample (a ``filled`` flag and the stored logits). Rows are written into
 a ``.partial-`` file that is renamed into place only when committed, so a half-written
 file is never read; a file whose content does not match the digest in its name (truncated,
-corrupt) is ignored, deleted and rebuilt. Several processes may fill one epoch (each its
-shard): a commit merges what is already published, and readers take the union.
+corrupt) is ignored, deleted and rebuilt. Every row carries its own ``filled`` flag, so a
+published file may hold part of an epoch: several processes may fill one epoch (each its
+shard, or two runs at once), a commit merges what is already published, and readers take
+the union of all published files; rows nobody filled yet are computed.
 """
 from __future__ import annotations
 
@@ -255,9 +258,10 @@ class CachedOutputs:
 class CachedFrozenModel(nn.Module):
     """Drop-in for a :class:`~timm_gkt.tasks.FrozenModel`: stored logits for filled rows, computes and stores the rest.
 
-    It needs to know which samples the batch holds: :func:`cached_batch` binds
-    ``(epoch, indices)`` around a task call. The output equals the wrapped model's
-    (exactly, with float32 storage).
+    It needs to know which samples the batch holds: :func:`bind_batch` (what a task's
+    ``begin_batch`` calls) binds ``(epoch, indices)`` for the next call, and that call
+    consumes it, so a forgotten bind is an error rather than another batch's rows. The
+    output equals the wrapped model's (exactly, with float32 storage).
     """
 
     def __init__(self, frozen: nn.Module, outputs: CachedOutputs):
@@ -271,7 +275,7 @@ class CachedFrozenModel(nn.Module):
         return super().train(False)
 
     def bind(self, epoch: int, indices) -> None:
-        self._batch = (int(epoch), torch.as_tensor(indices).cpu())
+        self._batch = None if indices is None else (int(epoch), torch.as_tensor(indices).cpu())
 
     def unbind(self) -> None:
         self._batch = None
@@ -280,8 +284,9 @@ class CachedFrozenModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._batch is None:
             raise RuntimeError(f'{self.name} is cached but was called without its batch\'s sample indices; '
-                               f'wrap the task call in cached_batch(task, epoch, indices)')
-        epoch, indices = self._batch
+                               f'call task.begin_batch(epoch, indices) (a loader over a ReplayDataset yields them) '
+                               f'or wrap the call in cached_batch(task, epoch, indices)')
+        (epoch, indices), self._batch = self._batch, None
         if indices.numel() != x.shape[0]:
             raise ValueError(f'{indices.numel()} sample indices bound for a batch of {x.shape[0]}')
         logits, hit = self.outputs.lookup(epoch, indices)
@@ -293,17 +298,23 @@ class CachedFrozenModel(nn.Module):
         return logits.to(x.device)
 
 
+def bind_batch(module: nn.Module, epoch: int, indices) -> None:
+    """Tell every cached frozen model inside ``module`` which samples its next call holds (None: unknown)."""
+    for m in module.modules():
+        if isinstance(m, CachedFrozenModel):
+            m.bind(epoch, indices)
+
+
 @contextlib.contextmanager
 def cached_batch(task: nn.Module, epoch: int, indices):
-    """Tell every cached frozen model inside ``task`` which samples the next call holds."""
-    cached = [m for m in task.modules() if isinstance(m, CachedFrozenModel)]
-    for m in cached:
-        m.bind(epoch, indices)
+    """:func:`bind_batch` for one task call; the binding is dropped afterwards even if the call did not use it."""
+    bind_batch(task, epoch, indices)
     try:
         yield
     finally:
-        for m in cached:
-            m.unbind()
+        for m in task.modules():
+            if isinstance(m, CachedFrozenModel):
+                m.unbind()
 
 
 def commit_cached(task: nn.Module, epoch: int | None = None) -> None:
@@ -311,13 +322,6 @@ def commit_cached(task: nn.Module, epoch: int | None = None) -> None:
     for m in task.modules():
         if isinstance(m, CachedFrozenModel):
             m.outputs.commit(epoch)
-
-
-def require_unmixed_batches(mixup: float = 0.0, cutmix: float = 0.0) -> None:
-    """Mixup/cutmix feed the teacher a new random blend of two samples every time: nothing to look up."""
-    if mixup > 0 or cutmix > 0:
-        raise CacheError('--teacher-cache stores one output per sample but mixup/cutmix show the teacher random '
-                         'blends of two samples; drop --mixup/--cutmix or run without --teacher-cache')
 
 
 # ----------------------------------------------------------------------------- the cache folder
@@ -372,23 +376,63 @@ class TeacherCache:
 
 
 def cached_predict(cache: TeacherCache | None, models: Sequence[nn.Module], preprocessings, dataset,
-                   label_perms=None, precision: str = 'float32', accelerator=None, **predict_kwargs):
-    """:func:`timm_gkt.evaluation.predict` that runs only the models whose predictions are not cached yet."""
+                   precision: str = 'float32', accelerator=None, **predict_kwargs):
+    """:func:`timm_gkt.evaluation.predict` that runs only the models whose predictions are not cached yet.
+
+    With several processes the main process decides what is cached and hands it to the
+    others, so every process runs the same models in the same collective passes even
+    when another run publishes predictions meanwhile.
+    """
     from .evaluation import predict
-    label_perms = list(label_perms or [None] * len(models))
     if cache is None:
-        return predict(models, preprocessings, dataset, accelerator=accelerator, label_perms=label_perms,
-                       **predict_kwargs)
-    keys = [eval_predictions_key(m, p, dataset, lp, precision) for m, p, lp in zip(models, preprocessings, label_perms)]
-    stored = [cache.load_predictions(k) for k in keys]
+        return predict(models, preprocessings, dataset, accelerator=accelerator, **predict_kwargs)
+    keys = [eval_predictions_key(m, p, dataset, precision) for m, p in zip(models, preprocessings)]
+    is_main = accelerator is None or accelerator.is_main_process
+    stored = [cache.load_predictions(k) if is_main else None for k in keys]
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        stored = broadcast_object_list([stored])[0]
     missing = [i for i, s in enumerate(stored) if s is None]
-    target = next((s[1] for s in stored if s is not None), None)
     if missing:
         preds, target = predict([models[i] for i in missing], [preprocessings[i] for i in missing], dataset,
-                                accelerator=accelerator, label_perms=[label_perms[i] for i in missing],
-                                **predict_kwargs)
+                                accelerator=accelerator, **predict_kwargs)
         for i, pred in zip(missing, preds):
             stored[i] = (pred, target)
-            if accelerator is None or accelerator.is_main_process:
+            if is_main:
                 cache.save_predictions(keys[i], pred, target)
-    return [s[0] for s in stored], target
+    return [s[0] for s in stored], stored[0][1]
+
+
+# ----------------------------------------------------------------------------- what the engine calls
+
+def check_cache_dir(root: str | os.PathLike, storage: str) -> None:
+    """Refuse a storage name or a folder this run could not write, before any compute (CacheError)."""
+    check_storage_name(storage)
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f'.write-test-{os.getpid()}-{secrets.token_hex(4)}'
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise CacheError(f'--teacher-cache {root} cannot be written ({e.strerror or e}); '
+                         f'give a folder this user can write to') from None
+
+
+def cache_frozen_models(cache: TeacherCache, frozen, dataset, precision: str):
+    """A stage's :class:`~timm_gkt.frozen.FrozenModels` with every teacher and the frozen student reading
+    and filling ``cache`` for ``dataset`` (a :class:`~timm_gkt.replay.ReplayDataset`)."""
+    from .frozen import FrozenModels
+    return FrozenModels([cache.wrap(t, dataset, precision) for t in frozen.teachers],
+                        None if frozen.frozen_student is None else cache.wrap(frozen.frozen_student, dataset,
+                                                                               precision))
+
+
+def cache_report(task: nn.Module) -> str | None:
+    """One line on what the cached frozen models inside ``task`` read and computed (None: no cache)."""
+    parts = []
+    for m in task.modules():
+        if isinstance(m, CachedFrozenModel):
+            hits, misses = m.outputs.stats['hits'], m.outputs.stats['misses']
+            parts.append(f'{m.name} {hits} of {hits + misses} rows read, {misses} computed')
+    return f'teacher cache: {"; ".join(parts)}' if parts else None

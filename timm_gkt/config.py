@@ -119,6 +119,12 @@ def _add_transfer_flags(g) -> None:
     g.add_argument('--multi-teacher', default='sequential', choices=MULTI_TEACHER_MODES)
     g.add_argument('--teacher-order', default='ascending', choices=TEACHER_ORDERS,
                    help='sequential stage order by measured teacher top-1')
+    g.add_argument('--teacher-cache', default=None, metavar='DIR',
+                   help='store teacher and frozen-student outputs per (epoch, sample) and every model\'s "before" '
+                        'predictions here; a later run with the same models, data, seed and augmentation reads '
+                        'them instead of computing them (results are unchanged)')
+    g.add_argument('--teacher-cache-storage', default='float32', metavar='FORMAT',
+                   help='cached logits as float32 (exact), float16 (half the size) or topk:K (many classes)')
     g.add_argument('--dry-run', action='store_true', help='resolve models, check labels, data and credentials, print the plan, exit')
 
 
@@ -176,6 +182,8 @@ class TransferConfig:
     mcl_interval: int = 2
     multi_teacher: str = 'sequential'
     teacher_order: str = 'ascending'
+    teacher_cache: str | None = None
+    teacher_cache_storage: str = 'float32'
     dry_run: bool = False
     # hub
     push_to_hub: str | None = None
@@ -298,6 +306,10 @@ def check_flags(config: TransferConfig) -> None:
         raise ConfigError('--xe-weight must lie in [0, 1].')
     if config.epochs < 1:
         raise ConfigError('--epochs must be at least 1.')
+    if config.teacher_cache and (config.mixup > 0 or config.cutmix > 0):
+        # a cached output belongs to one augmented sample; mixup shows the teacher a new random blend every time
+        raise ConfigError('--teacher-cache stores one teacher output per augmented sample but --mixup/--cutmix show '
+                          'the teachers random blends of two samples; drop --mixup/--cutmix or --teacher-cache.')
     if config.resume and config.resume != 'auto' and not Path(config.resume).is_dir():
         raise ConfigError(f'--resume {config.resume}: no such checkpoint folder; give one under '
                           f'OUTPUT/EXPERIMENT/checkpoints/ or use --resume auto.')

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import CacheError, check_cache_dir
 from .config import ConfigError, TransferConfig, check_flags
 from .data import DataUnavailableError, create_image_dataset
 from .frozen import Teacher
@@ -26,7 +27,7 @@ from .models import (
 from .multi import plan_stages
 from .rundir import resolve_run_dir
 
-BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError)
+BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError, CacheError)
 
 
 @dataclass
@@ -59,6 +60,8 @@ def preflight(config: TransferConfig) -> Plan:
         check_model_spec(spec)
     if config.push_to_hub:
         push_target(config).check_access()
+    if config.teacher_cache:
+        check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     accelerator = make_accelerator(config)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
