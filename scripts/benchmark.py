@@ -134,7 +134,7 @@ class SizedForTeacher(nn.Module):
 
 def frozen_models(args, student, teacher_res, device):
     """The teacher and the frozen student as timm_gkt's FrozenModel, in bf16 under --amp."""
-    from timm_gkt.tasks import FrozenModel, frozen_copy
+    from timm_gkt.frozen import FrozenModel, frozen_copy
     teacher = FrozenModel(copy.deepcopy(teacher_res.model), student.preprocessing, teacher_res.preprocessing,
                           name=teacher_res.name)
     frozen = frozen_copy(student.model, student.preprocessing)
@@ -188,19 +188,19 @@ def load_everything(args, device):
     return student, teachers
 
 
+def train_config(args):
+    """The training CLI's defaults (augmentation, seed) with this benchmark's batch size and workers."""
+    from timm_gkt.config import parse_args
+    return parse_args(['--model', args.student, '-b', str(args.batch_size), '-j', str(args.workers), '--seed', '0'])
+
+
 def replay_subset(args, student, n: int):
-    """The first ``n`` training images, replayable, through the student's training transform (timm's loader)."""
-    from timm.data import create_loader
+    """The first ``n`` training images through the engine's training loader (replayable, yields indices)."""
     from timm_gkt.data import create_image_dataset
-    from timm_gkt.replay import ReplayDataset
+    from timm_gkt.engine import create_train_loader
     base = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', args.data_dir, 'train'), range(n))
-    prep = student.preprocessing
-    ds = ReplayDataset(base, prep.image_mode, seed=0)
-    loader = create_loader(ds, input_size=prep.input_size, batch_size=args.batch_size, is_training=True,
-                           scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0.5, interpolation=prep.interpolation,
-                           mean=prep.mean, std=prep.std, num_workers=args.workers, use_prefetcher=False,
-                           device=torch.device('cpu'), persistent_workers=False)
-    return ds, loader
+    loader = create_train_loader(train_config(args), base, student)
+    return loader.dataset, loader
 
 
 def fixed_batch(args, student, device):
@@ -324,11 +324,12 @@ def epoch_contenders(args, device, student, teachers, cache_root: Path):
     from timm_gkt.objectives import cross_entropy
     from timm_gkt.tasks import KLDPTask
     ds, loader = replay_subset(args, student, args.epoch_images)
-    prep = student.preprocessing
-    plain_ds = ModeDataset(ds.dataset, prep.image_mode)
-    plain_loader = create_loader(plain_ds, input_size=prep.input_size, batch_size=args.batch_size, is_training=True,
-                                 scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0.5, mean=prep.mean, std=prep.std,
-                                 num_workers=args.workers, use_prefetcher=False, device=torch.device('cpu'),
+    prep, config = student.preprocessing, train_config(args)
+    # the same loader without replay: what seeding every sample's augmentation costs
+    plain_loader = create_loader(ModeDataset(ds.dataset, prep.image_mode), input_size=prep.input_size,
+                                 batch_size=args.batch_size, is_training=True, scale=config.scale, ratio=config.ratio,
+                                 hflip=config.hflip, interpolation=prep.interpolation, mean=prep.mean, std=prep.std,
+                                 num_workers=config.loader_workers, use_prefetcher=False, device=torch.device('cpu'),
                                  persistent_workers=False)
     teacher, frozen = frozen_models(args, student, teachers[0], device)
     setup_times, fills = [], iter(range(10 ** 6))
