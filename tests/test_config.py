@@ -125,6 +125,8 @@ def config(*extra):
     (['--teachers', TEACHER, '--smoothing', '0.1'], '--smoothing 0.1 smooths mixup/cutmix targets, and neither is on'),
     (['--teachers', TEACHER, '--eval-subset', '-5'], '--eval-subset -5 is negative'),
     (['--teachers', TEACHER, '--initial-checkpoint', '/nonexistent/w.pth'], '--initial-checkpoint /nonexistent'),
+    (['--teachers', TEACHER, '--teacher-cache', 'c', '--mixup', '0.2'], 'drop --mixup/--cutmix or --teacher-cache.'),
+    (['--teachers', TEACHER, '--teacher-cache', 'c', '--cutmix', '1'], 'random blends of two samples'),
 ])
 def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
     with pytest.raises(ConfigError) as info:

@@ -193,6 +193,12 @@ def _add_transfer_flags(g) -> None:
                    help='several teachers: one stage each, all at once, or a soup of per-teacher transfers')
     g.add_argument('--teacher-order', default='ascending', choices=TEACHER_ORDERS,
                    help='sequential stage order by measured teacher top-1')
+    g.add_argument('--teacher-cache', default=None, metavar='DIR',
+                   help='store teacher and frozen-student outputs per (epoch, sample) and every model\'s "before" '
+                        'predictions here; a later run with the same models, data, seed and augmentation reads '
+                        'them instead of computing them (results are unchanged)')
+    g.add_argument('--teacher-cache-storage', default='float32', metavar='FORMAT',
+                   help='cached logits as float32 (exact), float16 (half the size) or topk:K (many classes)')
     g.add_argument('--dry-run', action='store_true',
                    help='resolve models, check weights (without downloading them), labels, splits, data and '
                         'credentials, print the plan, exit')
@@ -256,6 +262,8 @@ class TransferConfig:
     mcl_interval: int = 2
     multi_teacher: str = 'sequential'
     teacher_order: str = 'ascending'
+    teacher_cache: str | None = None
+    teacher_cache_storage: str = 'float32'
     dry_run: bool = False
     # hub
     push_to_hub: str | None = None
@@ -532,6 +540,13 @@ def check_flags(config: TransferConfig) -> None:
     if config.initial_checkpoint and not Path(config.initial_checkpoint).is_file():
         raise ConfigError(f'--initial-checkpoint {config.initial_checkpoint} does not exist; give a checkpoint file '
                           f'of the student.')
+    if config.teacher_cache and (config.mixup > 0 or config.cutmix > 0):
+        # a cached output belongs to one augmented sample; mixup shows the teacher a new random blend every time
+        raise ConfigError('--teacher-cache stores one teacher output per augmented sample but --mixup/--cutmix show '
+                          'the teachers random blends of two samples; drop --mixup/--cutmix or --teacher-cache.')
+    if config.teacher_cache and config.data_in_memory:
+        raise ConfigError('--teacher-cache keys its outputs by the replayed per-image augmentation, which '
+                          '--data-in-memory does not use; drop one of the two.')
     if config.resume == 'auto' and not config.experiment:
         raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import TeacherCache, cache_frozen_models, cache_report, cached_predict, commit_cached
 from .errors import NonFiniteLoss, TrainingFailed
 from .evaluation import predict, top1
 from .frozen import stage_frozen_models
@@ -36,12 +37,20 @@ def make_accelerator(config, cpu: bool = False):
 
 
 def create_train_loader(config, train_ds, student: ResolvedModel):
+    """timm's training loader over a :class:`~timm_gkt.replay.ReplayDataset` (items: image, target, index).
+
+    Replay is always on, not only with ``--teacher-cache``: each sample's augmentation is a
+    function of (seed, epoch, index), so a run sees the same pixels with or without the
+    cache (the flag changes speed, never results), whatever the loader workers or process
+    count, and a resumed epoch replays exactly. Call ``loader.dataset.set_epoch`` per epoch.
+    """
     from timm.data import create_loader
 
-    from .data import ModeDataset
+    from .replay import ReplayDataset
     prep = student.preprocessing
     return create_loader(
-        ModeDataset(train_ds, prep.image_mode), input_size=prep.input_size, batch_size=config.batch_size,
+        ReplayDataset(train_ds, prep.image_mode, seed=config.seed), input_size=prep.input_size,
+        batch_size=config.batch_size,
         is_training=True, no_aug=config.no_aug, scale=tuple(config.scale), ratio=tuple(config.ratio),
         hflip=config.hflip, vflip=config.vflip, color_jitter=config.color_jitter, auto_augment=config.aa,
         re_prob=config.reprob, interpolation=prep.interpolation, mean=prep.mean, std=prep.std,
@@ -55,6 +64,15 @@ def create_mixup(config, num_classes):
     # explicit: Mixup's own default smooths the targets by 0.1, which would change CE, XE-KL and DP routing
     return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
                  label_smoothing=config.smoothing, num_classes=num_classes)
+
+
+def teacher_cache(config) -> TeacherCache | None:
+    return TeacherCache(config.teacher_cache, config.teacher_cache_storage) if config.teacher_cache else None
+
+
+def frozen_precision(accelerator) -> str:
+    """How frozen models compute under this accelerator (part of a cache key: bf16 autocast changes the logits)."""
+    return 'float32' if accelerator.mixed_precision == 'no' else f'{accelerator.mixed_precision}-autocast'
 
 
 # ----------------------------------------------------------------------------- before
@@ -83,13 +101,16 @@ class Baseline:
 
 
 def measure_baseline(plan) -> Baseline:
-    """One pass over the evaluation split for the student and every teacher, each through its own eval transform."""
+    """One pass over the evaluation split for the student and every teacher, each through its own eval transform
+    (read from ``--teacher-cache`` for models whose predictions on this split are already there)."""
     student, teachers = plan.student, list(plan.teachers.values())
     models = [student.model] + [t.network for t in teachers]
     for m in models:
         m.to(plan.accelerator.device)
-    preds, target = predict(models, [student.preprocessing] + [t.preprocessing for t in teachers], plan.eval_ds,
-                            batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval before')
+    preds, target = cached_predict(teacher_cache(plan.config), models,
+                                   [student.preprocessing] + [t.preprocessing for t in teachers], plan.eval_ds,
+                                   precision=frozen_precision(plan.accelerator), accelerator=plan.accelerator,
+                                   batch_size=plan.config.eval_batch_size, desc='eval before')
     return Baseline(preds[0], dict(zip(plan.teachers, preds[1:])), target, student.num_classes)
 
 
@@ -149,6 +170,7 @@ class StageSetup:
     student: torch.nn.Module
     task: torch.nn.Module
     loader: object
+    replay: object  # the loader's ReplayDataset (its epoch decides the augmentation)
     optimizer: object
     scheduler: object
     num_epochs: int
@@ -174,9 +196,14 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     # sharded first: the schedule counts the updates each process makes (preflight checked there is one)
     if config.data_in_memory:  # already sharded and on the device; Accelerate leaves it alone
         from .memdata import create_memory_loader
-        loader = create_memory_loader(config, plan.train_ds, plan.student, accelerator)
+        loader, replay = create_memory_loader(config, plan.train_ds, plan.student, accelerator), None
     else:
-        loader = accelerator.prepare(create_train_loader(config, plan.train_ds, plan.student))
+        raw = create_train_loader(config, plan.train_ds, plan.student)
+        replay = raw.dataset
+        loader = accelerator.prepare(raw)
+    cache = teacher_cache(config)
+    if cache is not None:  # keyed by what decides the outputs: a stage-2 frozen student is stage 1's result
+        frozen = cache_frozen_models(cache, frozen, replay, frozen_precision(accelerator))
     # timm filters weight decay: 1-D parameters (biases, norm weights) get none
     optimizer = create_optimizer_v2(student, opt=config.opt, lr=config.learning_rate,
                                     weight_decay=config.weight_decay, momentum=config.momentum)
@@ -196,7 +223,7 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     student, optimizer = accelerator.prepare(student, optimizer)
     task.trainable_module = student
     mixup = create_mixup(config, plan.student.num_classes)
-    return StageSetup(student, task, loader, optimizer, scheduler, num_epochs, num_updates, mixup, derived)
+    return StageSetup(student, task, loader, replay, optimizer, scheduler, num_epochs, num_updates, mixup, derived)
 
 
 def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: RunState,
@@ -216,6 +243,8 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
     for epoch in range(start_epoch, s.num_epochs):
         if hasattr(s.loader, 'set_epoch'):
             s.loader.set_epoch(epoch)
+        if s.replay is not None:
+            s.replay.set_epoch(epoch)
         desc = f'stage {stage.index + 1} [{name}] epoch {epoch + 1}/{s.num_epochs}'
         t0 = time.time()
         try:
@@ -227,6 +256,7 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
                                                   latest_checkpoint(plan.run_dir))) from None
         seconds = time.time() - t0
         sync_batchnorm(plan.accelerator, s.task)
+        commit_cached(s.task, epoch)  # before the checkpoint: a resumed run reads what this epoch computed
         (pred,), _ = predict([unwrap_model(s.task.eval_module())], [plan.student.preprocessing], plan.eval_ds,
                              batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator, desc='eval')
         m = baseline.metrics(pred)
@@ -239,6 +269,9 @@ def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: 
             write_summary(plan.run_dir / 'summary.csv', state.history)
         save_checkpoint(plan.accelerator, plan.run_dir, stage.index, epoch + 1, s.scheduler, s.task, state,
                         plan.config.checkpoint_hist)
+    report = cache_report(s.task)
+    if report:
+        plan.say(f'  {report}')
     result = {k: v.detach().cpu().clone() for k, v in unwrap_model(s.task.eval_module()).state_dict().items()}
     derived = s.derived
     plan.accelerator.free_memory()  # forget this stage's prepared objects before the next stage prepares its own

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import CacheError, check_cache_dir
 from .config import ConfigError, TransferConfig, check_flags, flag_name
 from .data import DataUnavailableError
 from .dataplan import RunData, check_data, open_data
@@ -37,7 +38,7 @@ from .spec import parse_spec
 from .weights import WeightsCheck, check_weights_available
 
 BAD_INPUT_ERRORS = (ModelSpecError, LabelSpaceError, DataUnavailableError, ConfigError, PushAccessError,
-                    RunFolderError)
+                    RunFolderError, CacheError)
 
 
 @dataclass
@@ -85,6 +86,8 @@ def preflight(config: TransferConfig) -> Plan:
     weights = check_weights(config)
     if config.push_to_hub:
         push_target(config).check_access()
+    if config.teacher_cache:
+        check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
     # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts)

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
+from .cache import bind_batch
 from .frozen import FrozenModel, frozen_copy  # noqa: F401  (re-exported: the tasks are built around them)
 from .objectives import cross_entropy, flip_routing_counts, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
 
@@ -44,7 +45,8 @@ class TransferTask(TrainingTask):
 
     def begin_batch(self, epoch: int, sample_index: torch.Tensor | None) -> None:
         """Hook called by the loop before each forward with the epoch and the batch's sample indices (None
-        when the loader does not yield them): what a lookup of precomputed teacher outputs would key on."""
+        when the loader does not yield them): what cached teachers look their outputs up by."""
+        bind_batch(self, epoch, sample_index)
 
     def after_optimizer_step(self, step: int) -> None:
         """Hook called by the loop after each optimizer step (MCL interpolates here)."""
