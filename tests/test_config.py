@@ -182,7 +182,6 @@ def test_data_dir_without_dataset_is_refused_unless_it_holds_fashion_mnist(tmp_p
 
 
 @pytest.mark.parametrize('flag, why', [
-    (['--smoothing', '0.1'], 'label smoothing would pull the student away from what it knew'),
     (['--model-ema'], 'use --transfer-method xekl-mcl'),
     (['--img-size', '224'], 'input size of its pretrained config'),
     (['--input-size', '3', '224', '224'], 'input size of its pretrained config'),
