@@ -41,7 +41,7 @@ TRANSFER_SPLIT = 'train[:55000]'
 VALIDATION_SPLIT = 'train[55000:]'
 BASE_FLAGS = ['--opt', 'momentum', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
               '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--seed', '0', '--checkpoint-hist', '1',
-              '--train-split', TRANSFER_SPLIT, '--data-in-memory']
+              '--train-split', TRANSFER_SPLIT]
 LR_GRID = ('1e-4', '3e-4', '1e-3')
 # chosen on the validation split by `run --part select` (see README, "Zoo study"); None until then
 CHOSEN_LR_FILE = STUDY_DIR / 'chosen.json'
@@ -136,7 +136,9 @@ def command(run: Run, args) -> list[str]:
            *BASE_FLAGS, *run.flags]
     if run.teachers:
         cmd += ['--teachers', ','.join(f'local-dir:{ZOO / t}' for t in run.teachers)]
-    if args.teacher_cache:
+    if args.data_in_memory:  # GPU sessions: the per-image loader would bound every run (the cache cannot replay it)
+        cmd += ['--data-in-memory']
+    elif args.teacher_cache:
         cmd += ['--teacher-cache', args.teacher_cache]
     return cmd
 
@@ -293,6 +295,8 @@ def main(argv=None):
     r.add_argument('--work', default=str(ROOT / 'output' / 'study'))
     r.add_argument('--data-dir', default=str(ROOT / 'data'))
     r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
+    r.add_argument('--data-in-memory', action='store_true',
+                   help='decode the images once and augment on the device (GPU); runs then skip the teacher cache')
     sub.add_parser('status', help='runs done and left')
     sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))
