@@ -75,3 +75,19 @@ def test_report_markdown_and_readme_section(report_module, four_runs, tmp_path):
     content = readme.read_text()
     assert content.startswith('intro\n') and content.endswith('\noutro\n') and 'old' not in content
     assert text in content
+
+
+def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(tmp_path):
+    """The study passes --teacher-cache to every run; the training CLI must accept it with each run's flags."""
+    import argparse
+    sys.path.insert(0, str(ROOT / 'scripts'))
+    try:
+        study = importlib.import_module('study')
+    finally:
+        sys.path.remove(str(ROOT / 'scripts'))
+    from timm_gkt.config import check_flags, parse_args
+    args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'))
+    for run in study.select_runs():
+        config = parse_args(study.command(run, args)[3:])
+        check_flags(config)
+        assert config.teacher_cache == str(tmp_path / 'cache') and config.mixup == 0 and config.cutmix == 0

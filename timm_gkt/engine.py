@@ -3,7 +3,9 @@
 Accelerate style: the loop of :func:`train_one_epoch` fits one screen, ``accelerator.prepare``
 is called once per stage, evaluation gathers with ``gather_for_metrics``. A stage
 (:func:`run_stage`) trains one task (:mod:`timm_gkt.methods`) against the stage's frozen
-models (:mod:`timm_gkt.frozen`) and is resumable from its epoch checkpoints.
+models (:mod:`timm_gkt.frozen`) and is resumable from its epoch checkpoints. The training loader
+replays each sample's augmentation from (seed, epoch, index); with ``--teacher-cache`` the frozen
+models read and fill :mod:`timm_gkt.cache` and the "before" predictions are cached too.
 """
 from __future__ import annotations
 

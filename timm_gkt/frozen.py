@@ -7,8 +7,8 @@
   student's class order.
 - :class:`Teacher` is a teacher as a run knows it: its spec, preprocessing and label
   permutation, and its network, loaded lazily and released between stages.
-- :func:`stage_frozen_models` builds a stage's frozen models; a teacher-output cache would
-  replace them here.
+- :func:`stage_frozen_models` builds a stage's frozen models; with ``--teacher-cache`` the
+  engine wraps them (:func:`timm_gkt.cache.cache_frozen_models`).
 """
 from __future__ import annotations
 
