@@ -1,5 +1,4 @@
-"""Shared fixtures: prepared Fashion-MNIST, a freshly trained micro-zoo (built once per session), and tiny
-exported models.
+"""Shared fixtures: prepared Fashion-MNIST, the committed micro-zoo (tests/microzoo), and tiny exported models.
 
 Tests marked ``slow`` train, start subprocesses or need the micro-zoo; ``pytest -m "not slow"`` is the quick run.
 """
@@ -11,6 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# under pytest-xdist every worker gets its share of the cores (before torch is imported, and for the
+# subprocesses the tests start): two workers with two threads each on two cores would halve everything
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))
+    os.environ.setdefault('OMP_NUM_THREADS', str(_share))
+    os.environ.setdefault('MKL_NUM_THREADS', str(_share))
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get('TIMM_GKT_TEST_DATA', ROOT / 'data'))
@@ -28,12 +34,18 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+MICRO_ZOO = ROOT / 'tests' / 'microzoo'  # made by `python scripts/build_zoo.py --quick --out tests/microzoo`
+
+
 @pytest.fixture(scope='session')
 def micro_zoo(data_dir, tmp_path_factory) -> Path:
-    """``scripts/build_zoo.py --quick``: a CNN, a ViT (LayerNorm) and a Mixer, trained here (~1 minute)."""
-    cached = os.environ.get('TIMM_GKT_MICRO_ZOO')
-    if cached and (Path(cached) / 'index.json').is_file():
-        return Path(cached)
+    """The committed micro-zoo (a CNN, a ViT with LayerNorm and a Mixer, 3.6 MB), or ``TIMM_GKT_MICRO_ZOO``.
+
+    test_build_zoo.py checks that the builder still makes such models and that the committed ones reproduce
+    their recorded top-1; without a committed copy it is trained here (minutes)."""
+    for candidate in (os.environ.get('TIMM_GKT_MICRO_ZOO'), MICRO_ZOO):
+        if candidate and (Path(candidate) / 'index.json').is_file():
+            return Path(candidate)
     out = tmp_path_factory.mktemp('microzoo') / 'zoo'
     subprocess.run([sys.executable, str(ROOT / 'scripts' / 'build_zoo.py'), '--quick', '--out', str(out),
                     '--data-dir', str(data_dir)], check=True, cwd=ROOT)

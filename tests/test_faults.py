@@ -51,6 +51,17 @@ def assert_same_run(run_dir: Path, reference: Path):
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # bit-identical
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Every run of this module at one intra-op thread, the forked children included: a child forked while
+    the OpenMP pool of an earlier multi-threaded op is alive hangs at its first parallel op (libgomp is not
+    fork-safe), and the killed, resumed and reference runs must do the same arithmetic to be bit-identical."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='module')
 def reference(micro_zoo, data_dir, tmp_path_factory):
     """The uninterrupted run, recording each stage's frozen student."""
@@ -143,6 +154,7 @@ def run_killed(install_kill, args: list) -> int:
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
+            torch.set_num_threads(1)  # no parallel region may reach the parent's OpenMP pool (see one_thread)
             install_kill()
             code = train.main(args)
         finally:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from timm_gkt.data import FASHION_MNIST_LABELS
-from timm_gkt.models import LabelSpaceError, load_model
+from timm_gkt.models import load_model
 from timm_gkt.scan import format_matrix, format_scan, main, pairwise_matrix, scan
 
 EVAL_SUBSET = 64
@@ -184,14 +184,20 @@ def test_pairwise_matrix_matches_predictions_and_the_flip_identity(zoo, images, 
     assert len(set(m['top1'])) > 1 and m['rho_pos'][0][2] != m['rho_pos'][2][0]
 
 
-def test_scan_refuses_a_student_whose_classes_are_in_another_order_than_the_dataset(zoo, data_dir):
-    """Its teachers could be mapped by name, but its own predictions would be compared with the dataset's
-    labels in the wrong order, so every number would be wrong: refused, naming the first two classes of each."""
+def test_a_student_whose_classes_are_in_another_order_is_scanned_in_its_own_order(zoo, images, data_dir, capsys):
+    """The dataset's targets are remapped into the student's class order by name (logged), so its top-1 and the
+    flips are what its predictions really are, not a comparison of mismatched class ids."""
     _, specs = zoo
-    with pytest.raises(LabelSpaceError) as info:
-        scan(specs['flipped'], [specs['student']], DATASET, str(data_dir), eval_subset=EVAL_SUBSET)
-    assert str(info.value) == (f"vit_flipped orders or names its classes differently from {DATASET} "
-                               f"({REVERSED[:2]} vs {LABELS[:2]}); use a model trained on this dataset.")
+    imgs, target = images
+    result = scan(specs['flipped'], [specs['student']], DATASET, str(data_dir), eval_subset=EVAL_SUBSET,
+                  batch_size=32)
+    assert 'remapped into vit_flipped' in capsys.readouterr().out
+    cs = own_predictions(specs['flipped'], imgs) == target
+    ct = own_predictions(specs['student'], imgs) == target
+    assert result['student_top1'] == pytest.approx(pct(cs))
+    (entry,) = result['teachers']
+    assert entry['teacher_top1'] == pytest.approx(pct(ct))
+    assert entry['rho_pos'] == pytest.approx(pct(ct & ~cs)) and entry['rho_neg'] == pytest.approx(pct(~ct & cs))
 
 
 def test_cli_prints_scan_as_json_with_predicted_gains(zoo, data_dir, capsys, tmp_path):

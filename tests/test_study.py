@@ -86,7 +86,8 @@ def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(
     finally:
         sys.path.remove(str(ROOT / 'scripts'))
     from timm_gkt.config import check_flags, parse_args
-    args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'))
+    args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'),
+                              data_in_memory=False)
     for run in study.select_runs():
         config = parse_args(study.command(run, args)[3:])
         check_flags(config)

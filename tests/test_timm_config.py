@@ -86,6 +86,15 @@ def test_timm_config_through_parse_args(tmp_path, capsys):
     assert 'smoothing' in err[0] and 'model_ema' in err[0] and 'experiment' in err[0]
 
 
+def test_timm_smoothing_is_used_only_with_mixup_or_cutmix(tmp_path):
+    """timm's smoothing smooths its own CE loss and, with mixup/cutmix, their targets; timm_gkt's --smoothing is
+    only the latter, so a timm config without mixup has it ignored (warned), with mixup 0.2 it is used."""
+    plain = classify_config_keys(timm_args(smoothing=0.05), OWN | {'smoothing', 'mixup'})
+    assert 'smoothing' in plain.ignored and 'smoothing' not in plain.used
+    mixed = classify_config_keys(timm_args(smoothing=0.05, mixup=0.2), OWN | {'smoothing', 'mixup'})
+    assert mixed.used['smoothing'] == 0.05 and mixed.used['mixup'] == 0.2 and 'smoothing' not in mixed.ignored
+
+
 def test_timm_config_with_refused_key_through_parse_args(tmp_path):
     with pytest.raises(ConfigError, match=r'sets img_size: 32, which timm_gkt cannot honour'):
         parse_args(['-c', write(tmp_path, timm_args())])

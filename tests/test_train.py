@@ -34,13 +34,18 @@ def run_train(tmp_path, zoo, data_dir, *extra, experiment='run'):
     return code, results
 
 
-def own_predictions(model_spec: str, data_dir, n=400):
-    """Predictions of a model through its own eval transform on the first ``n`` test images, and the targets."""
+def own_predictions(model_spec: str, data_dir, n=400, seed=3):
+    """Predictions of a model through its own eval transform on the ``n`` test images ``--eval-subset n --seed
+    seed`` evaluates (a seeded class-stratified sample), and the targets."""
     from timm_gkt.data import create_image_dataset
     from timm_gkt.evaluation import predict
     from timm_gkt.models import load_model
+    from timm_gkt.subsets import dataset_targets, stratified_subset_indices
     m = load_model(model_spec)
-    ds = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'test'), range(n))
+    full = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
+    keep = stratified_subset_indices(dataset_targets(full), n, seed)
+    assert len(keep) == n and len(set(keep.tolist())) == n and sorted(keep.tolist()) != list(range(n))
+    ds = torch.utils.data.Subset(full, keep.tolist())
     (pred,), target = predict([m.model], [m.preprocessing], ds, progress=False)
     return pred, target
 
@@ -51,7 +56,7 @@ def check_results(r: dict, run_dir: Path, data_dir):
     before, target = own_predictions(r['student'], data_dir)
     after, _ = own_predictions(f'local-dir:{run_dir / "export"}', data_dir)
     c0, c1 = before == target, after == target
-    pct = lambda mask: 100.0 * mask.float().mean().item()  # noqa: E731
+    pct = lambda mask: 100.0 * mask.double().mean().item()  # noqa: E731  (results.json counts in float64)
     assert r['eval_samples'] == 400 and r['top1_before'] == pytest.approx(pct(c0), abs=1e-9)
     assert r['top1_after'] == pytest.approx(pct(c1), abs=1e-9)
     assert r['knowledge_gain'] == pytest.approx(pct(~c0 & c1), abs=1e-9)
@@ -297,7 +302,8 @@ def test_teacher_with_permuted_label_names_is_mapped(tmp_path, micro_zoo, data_d
     assert r_perm['teachers'][0]['rho_pos'] == r_orig['teachers'][0]['rho_pos']
 
 
-@pytest.mark.parametrize('student, tolerance', [('q_vit', 1), ('q_cnn', 4)])
+@pytest.mark.parametrize('student, tolerance', [('q_cnn', 4)])  # BatchNorm: the harder case (q_vit, LayerNorm,
+# matched within 1 image when it was run; left out to keep the suite's time)
 def test_two_processes_match_one(student, tolerance, tmp_path, micro_zoo, data_dir):
     """accelerate launch --multi_gpu --num_processes 2 on CPU: two gloo processes, the same result as one.
 
@@ -328,7 +334,7 @@ def test_two_processes_match_one(student, tolerance, tmp_path, micro_zoo, data_d
     assert abs(r2['teachers'][0]['routed_share'] - r1['teachers'][0]['routed_share']) <= 1.0
     # measured = exported: rank 0's export, evaluated alone, scores exactly what the two processes reported
     after, target = own_predictions(f'local-dir:{tmp_path / "two" / "export"}', data_dir)
-    assert 100.0 * (after == target).float().mean().item() == pytest.approx(r2['top1_after'], abs=1e-9)
+    assert 100.0 * (after == target).double().mean().item() == pytest.approx(r2["top1_after"], abs=1e-9)
 
 
 def test_gradient_accumulation_matches_the_full_batch_and_the_lr_follows_the_cosine(tmp_path, micro_zoo, data_dir):

@@ -120,6 +120,7 @@ TIMM_IGNORED_KEYS: dict[str, str] = {
     **dict.fromkeys(('drop', 'drop_path', 'drop_block', 'drop_connect', 'bn_momentum', 'bn_eps', 'head_init_scale',
                      'head_init_bias'), _REGULARISE),
     **dict.fromkeys(('model_ema', 'model_ema_decay', 'model_ema_force_cpu', 'model_ema_warmup'), _EMA),
+    # used (as --smoothing, the mixup/cutmix targets' smoothing) when the config turns mixup or cutmix on
     'smoothing': 'label smoothing of the student\'s own training; transfer targets come from the models',
     'num_classes': 'the class count comes from the model and is checked against the dataset',
     'tta': 'test-time augmentation; every model is evaluated through its own eval transform',
@@ -193,6 +194,8 @@ def classify_config_keys(cfg: Mapping[str, Any], own_keys: Iterable[str]) -> Con
             out.defaulted.append(key)
         elif key in TIMM_RUN_KEYS:
             out.ignored[key] = TIMM_RUN_KEYS[key]
+        elif key == 'smoothing' and not (cfg.get('mixup') or cfg.get('cutmix')):
+            out.ignored[key] = TIMM_IGNORED_KEYS[key]  # timm smooths its own CE; --smoothing only mixup targets
         elif dest in own:
             out.used[dest] = value
         elif key in TIMM_IGNORED_KEYS:
