@@ -81,12 +81,13 @@ def hand_routed_share(student_spec: str, teacher_spec: str, config) -> float:
     from timm_gkt.frozen import Teacher, frozen_copy
     from timm_gkt.models import load_model
     from timm_gkt.objectives import route_to_teacher
-    from timm_gkt.preflight import load_datasets
+    from timm_gkt.dataplan import check_data, open_data
     student = load_model(student_spec)
     teacher = Teacher.load(teacher_spec, student).frozen(student.preprocessing)
     frozen = frozen_copy(student.model, student.preprocessing)
+    train_ds = open_data(config, check_data(config), student, say=lambda line: None).train.dataset
     routed = seen = 0
-    for x, y in create_train_loader(config, load_datasets(config)[0], student):
+    for x, y, *_ in create_train_loader(config, train_ds, student):  # items: image, target, sample index
         routed += int(route_to_teacher(teacher(x), frozen(x), y).sum())
         seen += len(y)
     assert seen == 384
