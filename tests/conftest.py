@@ -34,6 +34,16 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+def import_script(name: str):
+    """Import ``scripts/NAME.py`` as a module (with scripts/ on the path while it imports its siblings)."""
+    import importlib
+    sys.path.insert(0, str(ROOT / 'scripts'))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / 'scripts'))
+
+
 MICRO_ZOO = ROOT / 'tests' / 'microzoo'  # made by `python scripts/build_zoo.py --quick --out tests/microzoo`
 
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import import_script
 
 pytestmark = pytest.mark.slow  # one micro-zoo model is trained, the committed ones are verified
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_micro_zoo_index_describes_three_families(micro_zoo):
@@ -28,19 +26,10 @@ def test_micro_zoo_index_describes_three_families(micro_zoo):
         assert 0 < m['parameters'] < 2_000_000 and 10.0 < m['test_top1'] <= 100.0
 
 
-def build_zoo_module():
-    import importlib
-    sys.path.insert(0, str(ROOT / 'scripts'))
-    try:
-        return importlib.import_module('build_zoo')
-    finally:
-        sys.path.remove(str(ROOT / 'scripts'))
-
-
 def test_builder_makes_the_committed_micro_vit(micro_zoo, data_dir, tmp_path, capsys):
     """`build_zoo.py --quick --only q_vit` trains the ViT of the committed micro-zoo again: same layout, same
     recipe in the index, a top-1 within a point of the committed one (thread counts may change the last bits)."""
-    build_zoo = build_zoo_module()
+    build_zoo = import_script('build_zoo')
     threads = torch.get_num_threads()
     try:
         build_zoo.main(['--quick', '--only', 'q_vit', '--out', str(tmp_path / 'zoo'), '--data-dir', str(data_dir),
@@ -58,7 +47,7 @@ def test_builder_makes_the_committed_micro_vit(micro_zoo, data_dir, tmp_path, ca
 
 
 def test_verify_reloads_each_model_and_reproduces_its_top1(micro_zoo, data_dir, capsys):
-    assert build_zoo_module().verify(micro_zoo, data_dir) is True
+    assert import_script('build_zoo').verify(micro_zoo, data_dir) is True
     assert capsys.readouterr().out.count(' ok') == 3
 
 
@@ -70,7 +59,7 @@ def test_verify_fails_on_a_wrong_record(micro_zoo, data_dir, tmp_path, capsys):
     index['models'] = [m for m in index['models'] if m['name'] == 'q_vit']
     index['models'][0]['test_top1'] += 0.5
     (zoo / 'index.json').write_text(json.dumps(index))
-    assert build_zoo_module().verify(zoo, data_dir) is False
+    assert import_script('build_zoo').verify(zoo, data_dir) is False
     assert 'MISMATCH' in capsys.readouterr().out
 
 

@@ -1,21 +1,13 @@
 """The zoo study's report, on hand-made run records with known rates and intervals."""
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import import_script
 
 
 @pytest.fixture()
 def report_module():
-    sys.path.insert(0, str(ROOT / 'scripts'))
-    try:
-        yield importlib.import_module('study_report')
-    finally:
-        sys.path.remove(str(ROOT / 'scripts'))
+    return import_script('study_report')
 
 
 def _results(delta, p, gains, losses, teacher_top1=90.0, before=88.0, routed=None):
@@ -80,11 +72,7 @@ def test_report_markdown_and_readme_section(report_module, four_runs, tmp_path):
 def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(tmp_path):
     """The study passes --teacher-cache to every run; the training CLI must accept it with each run's flags."""
     import argparse
-    sys.path.insert(0, str(ROOT / 'scripts'))
-    try:
-        study = importlib.import_module('study')
-    finally:
-        sys.path.remove(str(ROOT / 'scripts'))
+    study = import_script('study')
     from timm_gkt.config import check_flags, parse_args
     args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'),
                               data_in_memory=False)
