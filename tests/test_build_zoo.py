@@ -51,16 +51,22 @@ def test_verify_reloads_each_model_and_reproduces_its_top1(micro_zoo, data_dir, 
     assert capsys.readouterr().out.count(' ok') == 3
 
 
-def test_verify_fails_on_a_wrong_record(micro_zoo, data_dir, tmp_path, capsys):
+def test_verify_fails_on_a_wrong_record(micro_zoo, data_dir, tmp_path, capsys, monkeypatch):
+    """The comparison only: the evaluation returns the true record (the test above reproduces it for real)."""
     import shutil
     zoo = tmp_path / 'zoo'
     shutil.copytree(micro_zoo, zoo)
     index = json.loads((zoo / 'index.json').read_text())
     index['models'] = [m for m in index['models'] if m['name'] == 'q_vit']
+    true_top1 = index['models'][0]['test_top1']
     index['models'][0]['test_top1'] += 0.5
     (zoo / 'index.json').write_text(json.dumps(index))
-    assert import_script('build_zoo').verify(zoo, data_dir) is False
+    build_zoo = import_script('build_zoo')
+    monkeypatch.setattr(build_zoo, 'evaluate', lambda model, preprocessing, dataset: true_top1)
+    assert build_zoo.verify(zoo, data_dir) is False
     assert 'MISMATCH' in capsys.readouterr().out
+    monkeypatch.setattr(build_zoo, 'evaluate', lambda model, preprocessing, dataset: true_top1 + 0.5)
+    assert build_zoo.verify(zoo, data_dir) is True
 
 
 def test_reloaded_zoo_model_gives_identical_logits(micro_zoo):
