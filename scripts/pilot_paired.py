@@ -4,6 +4,7 @@ McNemar exact test on the images one of the two gets right and the other wrong; 
 Needs the pilot exports and polish round 3 in .zoo_cache/ (not committed).
 """
 import json
+from pathlib import Path
 
 import torch
 torch.set_num_threads(1)
@@ -11,10 +12,10 @@ from timm_gkt.data import create_image_dataset
 from timm_gkt.evaluation import predict
 from timm_gkt.models import load_model
 from timm_gkt.metrics import mcnemar_p_value
-specs = {'ce': '.zoo_cache/polish/vit_a/round3/export',
-         'kldp_resnet_a': '.zoo_cache/pilot/vit_a_r2__resnet_a__kldp/export',
-         'kl_resnet_a': '.zoo_cache/pilot/vit_a_r2__resnet_a__kl/export',
-         'kldp_vit_b': '.zoo_cache/pilot/vit_a_r2__vit_b__kldp/export'}
+specs = {'ce': '.zoo_cache/polish/vit_a/round3/export'}
+for record in sorted(Path('studies/zoo/pilot').glob('vit_a_r2__*.json')):  # every finished pilot run
+    _, teacher, method = record.stem.split('__')
+    specs[f'{method}_{teacher}'] = f'.zoo_cache/pilot/{record.stem}/export'
 ds = create_image_dataset('torch/fashion_mnist', 'data', 'test')
 ms = {k: load_model(f'local-dir:{v}') for k, v in specs.items()}
 preds, y = predict([m.model for m in ms.values()], [m.preprocessing for m in ms.values()], ds, progress=False)
