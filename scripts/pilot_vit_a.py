@@ -3,15 +3,19 @@
 
     python scripts/pilot_vit_a.py resnet_a:kldp resnet_a:kl vit_b:kldp vit_b:kl effnet_a:kldp   # resumable
     python scripts/pilot_vit_a.py --paired        # -> studies/zoo/pilot/paired_vs_ce.json
+    python scripts/pilot_vit_a.py --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
+    python scripts/pilot_vit_a.py --val --paired  # -> studies/zoo/pilot/paired_vs_ce_val.json
 
 The student is vit_a after two polish rounds (`python scripts/polish_zoo.py --only vit_a` makes
 .zoo_cache/polish/vit_a/round2/export, top-1 86.88); its CE control is polish round 3 (+0.14, p = 0.14).
-Every run uses the study's recipe (study.BASE_FLAGS) at the CE control's lr 1e-3 (not chosen on the
-validation split: the pilot compares like with like); metrics on the 10,000 test images. A run whose record
-is in studies/zoo/pilot/ is skipped; an unfinished one resumes (--resume auto).
+Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
+says `@LR`, and a run `ce@LR` is the CE control at that lr. Test-split runs score the 10,000 test images;
+`--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees; the
+zoo's models were trained on them, so they measure the choice, not the result) and are the ones any choice is
+made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one resumes (--resume auto).
 
---paired scores every finished run's export and the CE control's on the same test images: the McNemar test
-on the images exactly one of the two gets right.
+--paired scores every finished run's export of that split and the CE control of the same lr on the same images
+(the lr 1e-3 control is polish round 3): the McNemar test on the images exactly one of the two gets right.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from study import BASE_FLAGS, ROOT, _train_in_child
+from study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
 WORK = ROOT / '.zoo_cache' / 'pilot'
@@ -31,61 +35,117 @@ CE_CONTROL = ROOT / '.zoo_cache' / 'polish' / 'vit_a' / 'round3' / 'export'
 LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
 
 
-def run(teacher: str, method: str, data_dir: str) -> None:
-    name = f'vit_a_r2__{teacher}__{method}'
+def run_name(teacher: str, method: str, lr: str, val: bool) -> str:
+    name = f'vit_a_r2__{teacher}__{method}' if teacher != '-' else 'vit_a_r2__ce'
+    return name + ('' if lr == LR else f'__lr{lr}') + ('__val' if val else '')
+
+
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """`TEACHER:METHOD[@LR]`, or `ce[@LR]` for the CE control."""
+    head, _, lr = spec.partition('@')
+    teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
+    if not method or not teacher or (teacher == '-') != (method == 'ce'):
+        raise SystemExit(f'bad run {spec!r}: write TEACHER:METHOD[@LR], e.g. resnet_a:kldp@3e-3, or ce@3e-3')
+    return teacher, method, lr or LR
+
+
+def run(spec: str, data_dir: str, val: bool) -> None:
+    teacher, method, lr = parse_spec(spec)
+    name = run_name(teacher, method, lr, val)
     record = PILOT_DIR / f'{name}.json'
     if record.is_file():
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    argv = ['--model', f'local-dir:{STUDENT}', '--teachers', f'local-dir:{ROOT / "zoo" / teacher}',
-            '--transfer-method', method, *BASE_FLAGS, '--lr', LR, '--data-dir', data_dir,
-            '--output', str(WORK), '--experiment', name, '--resume', 'auto']
+    argv = ['--model', f'local-dir:{STUDENT}', '--transfer-method', method, *BASE_FLAGS, '--lr', lr,
+            '--data-dir', data_dir, '--output', str(WORK), '--experiment', name, '--resume', 'auto']
+    if teacher != '-':
+        argv += ['--teachers', f'local-dir:{ROOT / "zoo" / teacher}']
+    if val:
+        argv += ['--val-split', VALIDATION_SPLIT]
+    print(f'[pilot] {name} ...', flush=True)
     code = _train_in_child(argv, WORK / f'{name}.log')
     if code != 0:
         raise SystemExit(f'[pilot] {name} failed (exit {code}); log: {WORK / f"{name}.log"}')
     PILOT_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(WORK / name / 'results.json', record)
+    r = json.loads(record.read_text())
+    print(f'[pilot] {name}: {r["top1_before"]:.2f} -> {r["top1_after"]:.2f} (p = {r["p_value"]:.2g})', flush=True)
 
 
-def paired(data_dir: str) -> None:
+def _lr_of(stem: str) -> str:
+    lr = [part[2:] for part in stem.split('__') if part.startswith('lr')]
+    return lr[0] if lr else LR
+
+
+def paired(data_dir: str, val: bool) -> None:
+    """Every finished run of the split against the CE control of its lr, on the same images."""
     from timm_gkt.data import create_image_dataset
     from timm_gkt.evaluation import predict
     from timm_gkt.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
     from timm_gkt.models import load_model
-    exports = {'ce': CE_CONTROL}
-    for record in sorted(PILOT_DIR.glob('vit_a_r2__*.json')):  # every finished pilot run
-        _, teacher, method = record.stem.split('__')
-        exports[f'{method}_{teacher}'] = WORK / record.stem / 'export'
+    records = sorted(r for r in PILOT_DIR.glob('vit_a_r2__*.json') if r.stem.endswith('__val') == val)
+    controls = {LR: CE_CONTROL}
+    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith('vit_a_r2__ce')})
+    runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith('vit_a_r2__ce')}
+    # the start and the lr-1e-3 runs of the test split are scored on the validation split too: inference only
+    if val:
+        runs.update({r.stem: WORK / r.stem / 'export' for r in sorted(PILOT_DIR.glob('vit_a_r2__*.json'))
+                     if not r.stem.endswith('__val') and not r.stem.startswith('vit_a_r2__ce')})
+    teachers = sorted({stem.split('__')[1] for stem in runs})
+    exports = {'start': STUDENT, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
+               **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
     models = [load_model(f'local-dir:{path}') for path in exports.values()]
+    split = VALIDATION_SPLIT if val else 'test'
     preds, target = predict([m.model for m in models], [m.preprocessing for m in models],
-                            create_image_dataset('torch/fashion_mnist', data_dir, 'test'), progress=False)
+                            create_image_dataset('torch/fashion_mnist', data_dir, split), progress=False)
     right = {name: correctness(pred, target) for name, pred in zip(exports, preds)}
-    out = {}
-    for name in list(exports)[1:]:
-        gains = int(knowledge_gain(right['ce'], right[name]).sum())
-        losses = int(knowledge_loss(right['ce'], right[name]).sum())
-        out[name] = {'minus_ce_points': round(100 * (gains - losses) / len(target), 2), 'right_only_here': gains,
-                     'right_only_ce': losses, 'p': mcnemar_p_value(gains, losses)}
-        print(name, f'top-1 {100 * right[name].double().mean().item():.2f}', out[name], flush=True)
-    print(f'ce top-1 {100 * right["ce"].double().mean().item():.2f}')
-    (PILOT_DIR / 'paired_vs_ce.json').write_text(json.dumps(out, indent=1))
+
+    def versus(ref: str, name: str) -> dict:
+        gains = int(knowledge_gain(right[ref], right[name]).sum())
+        losses = int(knowledge_loss(right[ref], right[name]).sum())
+        return {'points': round(100 * (gains - losses) / len(target), 2), 'right_only_here': gains,
+                'right_only_other': losses, 'p': mcnemar_p_value(gains, losses)}
+
+    out = {'split': split, 'images': len(target),
+           'top1': {name: round(100 * r.double().mean().item(), 2) for name, r in right.items()}, 'runs': {}}
+
+    def rho_pos(teacher: str, name: str) -> float:  # teacher right where `name` is wrong, in points
+        return round(100 * (right[f'teacher:{teacher}'] & ~right[name]).double().mean().item(), 2)
+
+    for name in [n for n in exports if n != 'start' and not n.startswith('teacher:')]:
+        entry = {'lr': name.split('@')[1] if name.startswith('ce@') else _lr_of(name), 'vs_start': versus('start', name)}
+        if not name.startswith('ce@'):
+            control = f'ce@{entry["lr"]}'
+            if control in right:
+                entry['vs_ce'] = versus(control, name)
+            # the teacher's complementary knowledge left in the start, the CE control and this run: what the
+            # run took beyond more training is its drop minus the control's
+            teacher = name.split('__')[1]
+            entry['rho_pos'] = {'teacher': teacher, 'start': rho_pos(teacher, 'start'), 'run': rho_pos(teacher, name),
+                                **({'ce': rho_pos(teacher, control)} if control in right else {})}
+        out['runs'][name] = entry
+        print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k != 'lr'}, flush=True)
+    print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
+    (PILOT_DIR / f'paired_vs_ce{"_val" if val else ""}.json').write_text(json.dumps(out, indent=1))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD')
+    p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD[@LR] | ce[@LR]')
+    p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')
     p.add_argument('--data-dir', default=str(ROOT / 'data'))
     p.add_argument('--threads', type=int, default=1)
     args = p.parse_args(argv)
+    for spec in args.runs:
+        parse_spec(spec)  # every spec checked before the first run starts
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     for spec in args.runs:
-        teacher, method = spec.split(':')
-        run(teacher, method, args.data_dir)
+        run(spec, args.data_dir, args.val)
     if args.paired:
         import torch
         torch.set_num_threads(args.threads)
-        paired(args.data_dir)
+        paired(args.data_dir, args.val)
 
 
 if __name__ == '__main__':
