@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from study import BASE_FLAGS  # noqa: E402  (scripts/ is on the path when this file runs)
 
 TOLERANCE = 0.2
+RECORDS = ROOT / 'studies' / 'zoo' / 'polish'  # one committed record per round
 # The study's recipe (scripts/study.py BASE_FLAGS: SGD momentum 0.9, per-update cosine, wd 1e-4, batch 128, flips
 # only, two passes over the 55,000 transfer images) at lr 1e-3: each polish round is exactly the CE control.
 RECIPE = [*BASE_FLAGS, '--lr', '1e-3']
@@ -69,10 +70,24 @@ def run_round(out: Path, zoo: Path, data_dir: str, name: str, k: int, threads: i
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f'[polish] {name} round {k} failed with exit code {proc.returncode}')
+    record_round(out, name, k)
     r = rounds(out, name)[k - 1]
     print(f'[polish] {name} round {k}: {r["top1_before"]:.2f} -> {r["top1_after"]:.2f} '
           f'(Δ {r["delta"]:+.2f}, p={r["p_value"]:.2g}) in {time.time() - t0:.0f} s', flush=True)
     return r
+
+
+RECORD_KEYS = ('student', 'method', 'top1_before', 'top1_after', 'transfer_delta', 'knowledge_gain', 'knowledge_loss',
+               'gains', 'losses', 'p_value', 'seed', 'epochs', 'hyperparameters')
+
+
+def record_round(out: Path, name: str, k: int) -> Path:
+    """studies/zoo/polish/NAME/roundK.json: the round's numbers, small enough to commit (the weights stay in --out)."""
+    r = json.loads((out / name / f'round{k}' / 'results.json').read_text())
+    path = RECORDS / name / f'round{k}.json'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({key: r[key] for key in RECORD_KEYS if key in r}, indent=1))
+    return path
 
 
 def apply(out: Path, zoo: Path, name: str) -> None:
