@@ -1,21 +1,24 @@
 #!/usr/bin/env python
-"""Pilot of the zoo study on its one plateaued student, and each pilot run paired with its CE control.
+"""Pilot of the zoo study on its plateaued students: transfer runs, each paired with the student's CE control.
 
-    python scripts/pilot_vit_a.py resnet_a:kldp resnet_a:kl vit_b:kldp vit_b:kl effnet_a:kldp   # resumable
-    python scripts/pilot_vit_a.py --paired        # -> studies/zoo/pilot/paired_vs_ce.json
-    python scripts/pilot_vit_a.py --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
-    python scripts/pilot_vit_a.py --val --paired  # -> studies/zoo/pilot/paired_vs_ce_val.json
+    python scripts/pilot.py resnet_a:kldp resnet_a:kl vit_b:kldp vit_b:kl effnet_a:kldp   # resumable
+    python scripts/pilot.py --paired              # -> studies/zoo/pilot/paired/vit_a_r2__test.json
+    python scripts/pilot.py --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
+    python scripts/pilot.py --val --paired        # -> studies/zoo/pilot/paired/vit_a_r2__val.json
+    python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
 
-The student is vit_a after two polish rounds (`python scripts/polish_zoo.py --only vit_a` makes
-.zoo_cache/polish/vit_a/round2/export, top-1 86.88); its CE control is polish round 3 (+0.14, p = 0.14).
+The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
+the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
+vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
 says `@LR`, and a run `ce@LR` is the CE control at that lr. Test-split runs score the 10,000 test images;
-`--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees; the
-zoo's models were trained on them, so they measure the choice, not the result) and are the ones any choice is
-made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one resumes (--resume auto).
+`--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
+are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
+resumes (--resume auto).
 
 --paired scores every finished run's export of that split and the CE control of the same lr on the same images
-(the lr 1e-3 control is polish round 3): the McNemar test on the images exactly one of the two gets right.
+(McNemar's test on the images exactly one of the two gets right), and each run's teacher against the start, the
+control and the run (ρpos: how much of the teacher's complementary knowledge is left).
 """
 from __future__ import annotations
 
@@ -24,19 +27,37 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from polish_zoo import plateau_reached, rounds
 from study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
 WORK = ROOT / '.zoo_cache' / 'pilot'
-STUDENT = ROOT / '.zoo_cache' / 'polish' / 'vit_a' / 'round2' / 'export'
-CE_CONTROL = ROOT / '.zoo_cache' / 'polish' / 'vit_a' / 'round3' / 'export'
+POLISH = ROOT / '.zoo_cache' / 'polish'
 LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
 
 
-def run_name(teacher: str, method: str, lr: str, val: bool) -> str:
-    name = f'vit_a_r2__{teacher}__{method}' if teacher != '-' else 'vit_a_r2__ce'
+@dataclass(frozen=True)
+class Student:
+    prefix: str  # e.g. vit_a_r2: the zoo model after two polish rounds
+    export: Path  # the plateaued weights the runs start from
+    ce_control: Path  # the plateau check: one more CE budget at lr 1e-3 from `export`
+
+
+def plateaued(name: str) -> Student:
+    done = rounds(POLISH, name)
+    if not plateau_reached(done):
+        raise SystemExit(f'{name} is not at a plateau yet ({len(done)} polish rounds): '
+                         f'run `python scripts/polish_zoo.py --only {name}` first.')
+    k = len(done) - 1  # the rounds before the check
+    start = POLISH / name / f'round{k}' / 'export' if k else ROOT / 'zoo' / name
+    return Student(f'{name}_r{k}', start, POLISH / name / f'round{k + 1}' / 'export')
+
+
+def run_name(student: Student, teacher: str, method: str, lr: str, val: bool) -> str:
+    name = f'{student.prefix}__{teacher}__{method}' if teacher != '-' else f'{student.prefix}__ce'
     return name + ('' if lr == LR else f'__lr{lr}') + ('__val' if val else '')
 
 
@@ -49,14 +70,14 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
     return teacher, method, lr or LR
 
 
-def run(spec: str, data_dir: str, val: bool) -> None:
+def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
     teacher, method, lr = parse_spec(spec)
-    name = run_name(teacher, method, lr, val)
+    name = run_name(student, teacher, method, lr, val)
     record = PILOT_DIR / f'{name}.json'
     if record.is_file():
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    argv = ['--model', f'local-dir:{STUDENT}', '--transfer-method', method, *BASE_FLAGS, '--lr', lr,
+    argv = ['--model', f'local-dir:{student.export}', '--transfer-method', method, *BASE_FLAGS, '--lr', lr,
             '--data-dir', data_dir, '--output', str(WORK), '--experiment', name, '--resume', 'auto']
     if teacher != '-':
         argv += ['--teachers', f'local-dir:{ROOT / "zoo" / teacher}']
@@ -77,22 +98,24 @@ def _lr_of(stem: str) -> str:
     return lr[0] if lr else LR
 
 
-def paired(data_dir: str, val: bool) -> None:
+def paired(student: Student, data_dir: str, val: bool) -> None:
     """Every finished run of the split against the CE control of its lr, on the same images."""
     from timm_gkt.data import create_image_dataset
     from timm_gkt.evaluation import predict
     from timm_gkt.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
     from timm_gkt.models import load_model
-    records = sorted(r for r in PILOT_DIR.glob('vit_a_r2__*.json') if r.stem.endswith('__val') == val)
-    controls = {LR: CE_CONTROL}
-    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith('vit_a_r2__ce')})
-    runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith('vit_a_r2__ce')}
-    # the start and the lr-1e-3 runs of the test split are scored on the validation split too: inference only
+    mine = sorted(PILOT_DIR.glob(f'{student.prefix}__*.json'))
+    control = f'{student.prefix}__ce'
+    records = [r for r in mine if r.stem.endswith('__val') == val]
+    controls = {LR: student.ce_control}
+    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith(control)})
+    runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith(control)}
+    # the lr-1e-3 runs of the test split are scored on the validation split too: inference only
     if val:
-        runs.update({r.stem: WORK / r.stem / 'export' for r in sorted(PILOT_DIR.glob('vit_a_r2__*.json'))
-                     if not r.stem.endswith('__val') and not r.stem.startswith('vit_a_r2__ce')})
+        runs.update({r.stem: WORK / r.stem / 'export' for r in mine
+                     if not r.stem.endswith('__val') and not r.stem.startswith(control)})
     teachers = sorted({stem.split('__')[1] for stem in runs})
-    exports = {'start': STUDENT, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
+    exports = {'start': student.export, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
                **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
     models = [load_model(f'local-dir:{path}') for path in exports.values()]
     split = VALIDATION_SPLIT if val else 'test'
@@ -126,26 +149,30 @@ def paired(data_dir: str, val: bool) -> None:
         out['runs'][name] = entry
         print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k != 'lr'}, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
-    (PILOT_DIR / f'paired_vs_ce{"_val" if val else ""}.json').write_text(json.dumps(out, indent=1))
+    path = PILOT_DIR / 'paired' / f'{student.prefix}__{"val" if val else "test"}.json'
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (scripts/polish_zoo.py)')
     p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD[@LR] | ce[@LR]')
     p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')
     p.add_argument('--data-dir', default=str(ROOT / 'data'))
     p.add_argument('--threads', type=int, default=1)
     args = p.parse_args(argv)
+    student = plateaued(args.student)
     for spec in args.runs:
         parse_spec(spec)  # every spec checked before the first run starts
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     for spec in args.runs:
-        run(spec, args.data_dir, args.val)
+        run(student, spec, args.data_dir, args.val)
     if args.paired:
         import torch
         torch.set_num_threads(args.threads)
-        paired(args.data_dir, args.val)
+        paired(student, args.data_dir, args.val)
 
 
 if __name__ == '__main__':
