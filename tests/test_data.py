@@ -31,6 +31,7 @@ from timm_gkt.data import (
     prepare_fashion_mnist,
 )
 from timm_gkt.models import Preprocessing
+from timm_gkt.splits import DataSplitError
 
 N_TRAIN, N_TEST = 5, 3
 
@@ -203,6 +204,18 @@ def test_create_image_dataset_and_tensors_use_the_prepared_copy(tmp_path, debian
     assert torch.equal(images, torch.from_numpy(test_x))
     assert labels.tolist() == test_y.tolist()
     assert download_calls == []
+
+
+def test_a_sliced_split_is_that_slice_of_its_base_split_not_timms_test_fallback(tmp_path, debian):
+    _, (train_x, train_y), _ = debian
+    root = tmp_path / 'data'
+    prepare_fashion_mnist(root, debian_dir=tmp_path / 'debian', allow_download=False)
+    tail = create_image_dataset('torch/fashion_mnist', root, split='train[1:]')
+    assert len(tail) == N_TRAIN - 1 != N_TEST  # timm alone reads 'train[1:]' as the whole test split
+    assert [tail[i][1] for i in range(len(tail))] == train_y[1:].tolist()
+    assert np.array_equal(np.asarray(tail[0][0]), train_x[1])
+    with pytest.raises(DataSplitError, match="not 'extra'"):
+        create_image_dataset('torch/fashion_mnist', root, split='extra[:2]')
 
 
 def test_dataset_label_names():

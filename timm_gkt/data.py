@@ -176,8 +176,16 @@ def dataset_label_names(dataset_name: str) -> tuple[str, ...] | None:
 
 
 def create_image_dataset(name: str, root: str | os.PathLike, split: str, **kwargs):
-    """``timm.data.create_dataset`` with Fashion-MNIST prepared first when that is the dataset."""
+    """``timm.data.create_dataset`` with Fashion-MNIST prepared first when that is the dataset.
+
+    A sliced split (``'train[55000:]'``) is checked like ``--val-split`` and returned as a ``Subset`` of its base
+    split: timm itself would read any torchvision split name other than train as the test split."""
     from timm.data import create_dataset
+    from .splits import parse_split, resolve_split
+    if '[' in split and parse_split(split).sliced:
+        resolved = resolve_split(name, root, split)
+        base = create_image_dataset(name, root, resolved.timm_split, **kwargs)
+        return torch.utils.data.Subset(base, range(*resolved.slice.bounds(len(base))))
     if name.lower() in ('torch/fashion_mnist', 'torch/fashionmnist'):
         prepare_fashion_mnist(root)
         # never let torchvision download over a prepared copy (see prepare_fashion_mnist)
