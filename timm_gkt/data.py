@@ -181,11 +181,10 @@ def create_image_dataset(name: str, root: str | os.PathLike, split: str, **kwarg
     A sliced split (``'train[55000:]'``) is checked like ``--val-split`` and returned as a ``Subset`` of its base
     split: timm itself would read any torchvision split name other than train as the test split."""
     from timm.data import create_dataset
-    from .splits import parse_split, resolve_split
+    from .splits import apply_slice, parse_split, resolve_split
     if '[' in split and parse_split(split).sliced:
         resolved = resolve_split(name, root, split)
-        base = create_image_dataset(name, root, resolved.timm_split, **kwargs)
-        return torch.utils.data.Subset(base, range(*resolved.slice.bounds(len(base))))
+        return apply_slice(create_image_dataset(name, root, resolved.timm_split, **kwargs), resolved.slice)
     if name.lower() in ('torch/fashion_mnist', 'torch/fashionmnist'):
         prepare_fashion_mnist(root)
         # never let torchvision download over a prepared copy (see prepare_fashion_mnist)
