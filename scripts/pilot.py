@@ -105,15 +105,15 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
     from timm_gkt.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
     from timm_gkt.models import load_model
     mine = sorted(PILOT_DIR.glob(f'{student.prefix}__*.json'))
-    control = f'{student.prefix}__ce'
+    ce_runs = f'{student.prefix}__ce'
     records = [r for r in mine if r.stem.endswith('__val') == val]
     controls = {LR: student.ce_control}
-    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith(control)})
-    runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith(control)}
+    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith(ce_runs)})
+    runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith(ce_runs)}
     # the lr-1e-3 runs of the test split are scored on the validation split too: inference only
     if val:
         runs.update({r.stem: WORK / r.stem / 'export' for r in mine
-                     if not r.stem.endswith('__val') and not r.stem.startswith(control)})
+                     if not r.stem.endswith('__val') and not r.stem.startswith(ce_runs)})
     teachers = sorted({stem.split('__')[1] for stem in runs})
     exports = {'start': student.export, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
                **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
