@@ -55,7 +55,7 @@ def test_cli_as_module_in_a_subprocess(fakehub, tmp_path, model):
 
     def cli(*args):
         return subprocess.run([sys.executable, '-m', 'timm_gkt.push', *map(str, args), '--endpoint', fakehub.url],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
     refused = cli(worse, 'alice/vit_a-gkt')
     assert refused.returncode == 3, refused.stderr

@@ -17,7 +17,9 @@ import pytest
 from huggingface_hub import constants
 
 from fakehub import FakeHub
-from timm_gkt.weights import WeightsCheck, WeightsUnavailableError, check_local_dir, check_weights_available
+from timm_gkt.weights import (
+    DEFAULT_DEADLINE_S, WeightsCheck, WeightsUnavailableError, check_local_dir, check_weights_available,
+)
 
 PIT_REPO = 'timm/pit_b_224.in1k'  # what timm's registry names for pit_b_224
 
@@ -134,10 +136,15 @@ def test_unknown_tag():
 
 # ----------------------------------------------------------------------------- offline, in a subprocess
 
+SLACK_S = 3.0  # scheduling on a loaded CI machine; the failure these tests catch is a wait of 15-60 s
 CHECK = textwrap.dedent('''
-    import json, sys, time
+    import contextlib, json, sys, time
     import huggingface_hub.file_download, timm.models  # imported by the CLI long before preflight
     from timm_gkt.weights import check_weights_available
+    # warm up once against a closed port: the HTTP client and its lazy imports are the CLI's start-up cost, not
+    # the check's, and on a loaded 2-core CI machine they alone took 1.5 s
+    with contextlib.suppress(Exception):
+        check_weights_available(sys.argv[1], endpoint='http://127.0.0.1:9')
     start = time.monotonic()
     try:
         check_weights_available(sys.argv[1])
@@ -165,7 +172,7 @@ def assert_one_offline_sentence(message, tmp_path):
 @pytest.mark.parametrize('spec', ['pit_b_224', 'hf-hub:org/student'])
 def test_unreachable_endpoint_fails_fast(spec, tmp_path):
     result = run_check(spec, tmp_path, HF_ENDPOINT='http://127.0.0.1:9')
-    assert result['seconds'] < 5, result
+    assert result['seconds'] < SLACK_S, result  # huggingface_hub's own retries back off for 15 s and more
     assert 'the Hub cannot be reached (ConnectError)' in result['message']
     assert_one_offline_sentence(result['message'], tmp_path)
 
@@ -176,7 +183,7 @@ def test_silent_endpoint_fails_within_the_deadline(tmp_path):
         silent.bind(('127.0.0.1', 0))
         silent.listen(8)
         result = run_check('pit_b_224', tmp_path, HF_ENDPOINT=f'http://127.0.0.1:{silent.getsockname()[1]}')
-    assert 3 < result['seconds'] < 5, result
+    assert DEFAULT_DEADLINE_S - 0.1 < result['seconds'] < DEFAULT_DEADLINE_S + SLACK_S, result
     assert 'the Hub cannot be reached' in result['message']
     assert_one_offline_sentence(result['message'], tmp_path)
 
