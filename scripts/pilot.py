@@ -6,12 +6,14 @@
     python scripts/pilot.py --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
     python scripts/pilot.py --val --paired        # -> studies/zoo/pilot/paired/vit_a_r2__val.json
     python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
+    python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
 
 The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
 the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
 vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
-says `@LR`, and a run `ce@LR` is the CE control at that lr. Test-split runs score the 10,000 test images;
+says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
+the CE control has none, so a `/T` run is paired with the control of its lr). Test-split runs score the 10,000 test images;
 `--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
 are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
 resumes (--resume auto).
@@ -56,23 +58,31 @@ def plateaued(name: str) -> Student:
     return Student(f'{name}_r{k}', start, POLISH / name / f'round{k + 1}' / 'export')
 
 
-def run_name(student: Student, teacher: str, method: str, lr: str, val: bool) -> str:
+def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '') -> str:
     name = f'{student.prefix}__{teacher}__{method}' if teacher != '-' else f'{student.prefix}__ce'
-    return name + ('' if lr == LR else f'__lr{lr}') + ('__val' if val else '')
+    return name + ('' if lr == LR else f'__lr{lr}') + (f'__T{temperature}' if temperature else '') + \
+        ('__val' if val else '')
 
 
-def parse_spec(spec: str) -> tuple[str, str, str]:
-    """`TEACHER:METHOD[@LR]`, or `ce[@LR]` for the CE control."""
-    head, _, lr = spec.partition('@')
+def parse_spec(spec: str) -> tuple[str, str, str, str]:
+    """`TEACHER:METHOD[@LR][/T<temperature>]`, or `ce[@LR]` for the CE control."""
+    body, _, temperature = spec.partition('/')
+    head, _, lr = body.partition('@')
     teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
-    if not method or not teacher or (teacher == '-') != (method == 'ce'):
-        raise SystemExit(f'bad run {spec!r}: write TEACHER:METHOD[@LR], e.g. resnet_a:kldp@3e-3, or ce@3e-3')
-    return teacher, method, lr or LR
+    bad = not method or not teacher or (teacher == '-') != (method == 'ce')
+    if temperature:
+        number = temperature[1:]
+        bad |= method == 'ce' or not temperature.startswith('T') or not number.replace('.', '', 1).isdigit() \
+            or float(number) <= 0
+    if bad:
+        raise SystemExit(f'bad run {spec!r}: write TEACHER:METHOD[@LR][/T<temperature>], e.g. resnet_a:kldp@3e-3 '
+                         f'or resnet_a:kldp/T2, or ce[@LR]')
+    return teacher, method, lr or LR, temperature[1:]
 
 
 def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
-    teacher, method, lr = parse_spec(spec)
-    name = run_name(student, teacher, method, lr, val)
+    teacher, method, lr, temperature = parse_spec(spec)
+    name = run_name(student, teacher, method, lr, val, temperature)
     record = PILOT_DIR / f'{name}.json'
     if record.is_file():
         return
@@ -81,6 +91,8 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
             '--data-dir', data_dir, '--output', str(WORK), '--experiment', name, '--resume', 'auto']
     if teacher != '-':
         argv += ['--teachers', f'local-dir:{ROOT / "zoo" / teacher}']
+    if temperature:
+        argv += ['--kd-temperature', temperature]
     if val:
         argv += ['--val-split', VALIDATION_SPLIT]
     print(f'[pilot] {name} ...', flush=True)
@@ -157,7 +169,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (scripts/polish_zoo.py)')
-    p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD[@LR] | ce[@LR]')
+    p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD[@LR][/T<temperature>] | ce[@LR]')
     p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')
     p.add_argument('--data-dir', default=str(ROOT / 'data'))
