@@ -7,13 +7,16 @@
     python scripts/pilot.py --val --paired        # -> studies/zoo/pilot/paired/vit_a_r2__val.json
     python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
     python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
+    python scripts/pilot.py --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
 
 The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
 the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
 vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
 says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
-the CE control has none, so a `/T` run is paired with the control of its lr). Test-split runs score the 10,000 test images;
+the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` trains on random resized crops
+(AUGMENTATIONS) instead of the recipe's flips only, and such a run is paired with the CE control of the same lr and
+augmentation. Test-split runs score the 10,000 test images;
 `--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
 are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
 resumes (--resume auto).
@@ -39,6 +42,11 @@ PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
 WORK = ROOT / '.zoo_cache' / 'pilot'
 POLISH = ROOT / '.zoo_cache' / 'polish'
 LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
+# the recipe trains on flips only (study.BASE_FLAGS); a `+NAME` run adds these flags after it. rrc: Inception-style
+# crops of 35-100 % of the image at aspect ratios 3:4-4:3, the augmentation under which a teacher's soft targets on
+# a view can say more than the view's label (Beyer et al. 2022, "a good teacher is patient and consistent")
+AUGMENTATIONS = {'rrc': ['--scale', '0.35', '1', '--ratio', '0.75', '1.3333']}
+GRAMMAR = 'TEACHER:METHOD[@LR][/T<temperature>][+AUG]'
 
 
 @dataclass(frozen=True)
@@ -58,31 +66,33 @@ def plateaued(name: str) -> Student:
     return Student(f'{name}_r{k}', start, POLISH / name / f'round{k + 1}' / 'export')
 
 
-def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '') -> str:
+def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '',
+             aug: str = '') -> str:
     name = f'{student.prefix}__{teacher}__{method}' if teacher != '-' else f'{student.prefix}__ce'
     return name + ('' if lr == LR else f'__lr{lr}') + (f'__T{temperature}' if temperature else '') + \
-        ('__val' if val else '')
+        (f'__{aug}' if aug else '') + ('__val' if val else '')
 
 
-def parse_spec(spec: str) -> tuple[str, str, str, str]:
-    """`TEACHER:METHOD[@LR][/T<temperature>]`, or `ce[@LR]` for the CE control."""
-    body, _, temperature = spec.partition('/')
+def parse_spec(spec: str) -> tuple[str, str, str, str, str]:
+    """`TEACHER:METHOD[@LR][/T<temperature>][+AUG]`, or `ce[@LR][+AUG]` for the CE control."""
+    rest, _, aug = spec.partition('+')
+    body, _, temperature = rest.partition('/')
     head, _, lr = body.partition('@')
     teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
-    bad = not method or not teacher or (teacher == '-') != (method == 'ce')
+    bad = not method or not teacher or (teacher == '-') != (method == 'ce') or ('+' in spec and aug not in AUGMENTATIONS)
     if temperature:
         number = temperature[1:]
         bad |= method == 'ce' or not temperature.startswith('T') or not number.replace('.', '', 1).isdigit() \
             or float(number) <= 0
     if bad:
-        raise SystemExit(f'bad run {spec!r}: write TEACHER:METHOD[@LR][/T<temperature>], e.g. resnet_a:kldp@3e-3 '
-                         f'or resnet_a:kldp/T2, or ce[@LR]')
-    return teacher, method, lr or LR, temperature[1:]
+        raise SystemExit(f'bad run {spec!r}: write {GRAMMAR} (AUG: {", ".join(AUGMENTATIONS)}), e.g. '
+                         f'resnet_a:kldp@3e-3 or resnet_a:kldp/T2+rrc, or ce[@LR][+AUG]')
+    return teacher, method, lr or LR, temperature[1:], aug
 
 
 def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
-    teacher, method, lr, temperature = parse_spec(spec)
-    name = run_name(student, teacher, method, lr, val, temperature)
+    teacher, method, lr, temperature, aug = parse_spec(spec)
+    name = run_name(student, teacher, method, lr, val, temperature, aug)
     record = PILOT_DIR / f'{name}.json'
     if record.is_file():
         return
@@ -93,6 +103,7 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
         argv += ['--teachers', f'local-dir:{ROOT / "zoo" / teacher}']
     if temperature:
         argv += ['--kd-temperature', temperature]
+    argv += AUGMENTATIONS.get(aug, [])
     if val:
         argv += ['--val-split', VALIDATION_SPLIT]
     print(f'[pilot] {name} ...', flush=True)
@@ -105,9 +116,12 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
     print(f'[pilot] {name}: {r["top1_before"]:.2f} -> {r["top1_after"]:.2f} (p = {r["p_value"]:.2g})', flush=True)
 
 
-def _lr_of(stem: str) -> str:
-    lr = [part[2:] for part in stem.split('__') if part.startswith('lr')]
-    return lr[0] if lr else LR
+def _control_of(stem: str) -> str:
+    """The CE control a run is compared with: its lr, and its augmentation if not the recipe's (`1e-3+rrc`)."""
+    parts = stem.split('__')
+    lr = [part[2:] for part in parts if part.startswith('lr')]
+    aug = [part for part in parts if part in AUGMENTATIONS]
+    return (lr[0] if lr else LR) + (f'+{aug[0]}' if aug else '')
 
 
 def paired(student: Student, data_dir: str, val: bool) -> None:
@@ -120,7 +134,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
     ce_runs = f'{student.prefix}__ce'
     records = [r for r in mine if r.stem.endswith('__val') == val]
     controls = {LR: student.ce_control}
-    controls.update({_lr_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith(ce_runs)})
+    controls.update({_control_of(r.stem): WORK / r.stem / 'export' for r in records if r.stem.startswith(ce_runs)})
     runs = {r.stem: WORK / r.stem / 'export' for r in records if not r.stem.startswith(ce_runs)}
     # the lr-1e-3 runs of the test split are scored on the validation split too: inference only
     if val:
@@ -148,9 +162,11 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
         return round(100 * (right[f'teacher:{teacher}'] & ~right[name]).double().mean().item(), 2)
 
     for name in [n for n in exports if n != 'start' and not n.startswith('teacher:')]:
-        entry = {'lr': name.split('@')[1] if name.startswith('ce@') else _lr_of(name), 'vs_start': versus('start', name)}
+        condition = name.split('@')[1] if name.startswith('ce@') else _control_of(name)
+        lr, _, aug = condition.partition('+')
+        entry = {'lr': lr, **({'augmentation': aug} if aug else {}), 'vs_start': versus('start', name)}
         if not name.startswith('ce@'):
-            control = f'ce@{entry["lr"]}'
+            control = f'ce@{condition}'
             if control in right:
                 entry['vs_ce'] = versus(control, name)
             # the teacher's complementary knowledge left in the start, the CE control and this run: what the
@@ -159,7 +175,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
             entry['rho_pos'] = {'teacher': teacher, 'start': rho_pos(teacher, 'start'), 'run': rho_pos(teacher, name),
                                 **({'ce': rho_pos(teacher, control)} if control in right else {})}
         out['runs'][name] = entry
-        print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k != 'lr'}, flush=True)
+        print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
     path = PILOT_DIR / 'paired' / f'{student.prefix}__{"val" if val else "test"}.json'
     path.parent.mkdir(exist_ok=True)
@@ -169,7 +185,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (scripts/polish_zoo.py)')
-    p.add_argument('runs', nargs='*', metavar='TEACHER:METHOD[@LR][/T<temperature>] | ce[@LR]')
+    p.add_argument('runs', nargs='*', metavar=f'{GRAMMAR} | ce[@LR][+AUG]')
     p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')
     p.add_argument('--data-dir', default=str(ROOT / 'data'))

@@ -12,24 +12,41 @@ pilot = import_script('pilot')
 VIT_A = pilot.Student('vit_a_r2', Path('start'), Path('check'))
 
 
-@pytest.mark.parametrize('spec, parsed, name', [
-    ('resnet_a:kldp', ('resnet_a', 'kldp', '1e-3', ''), 'vit_a_r2__resnet_a__kldp'),
-    ('resnet_a:kldp@3e-3', ('resnet_a', 'kldp', '3e-3', ''), 'vit_a_r2__resnet_a__kldp__lr3e-3'),
-    ('resnet_a:kldp/T2', ('resnet_a', 'kldp', '1e-3', '2'), 'vit_a_r2__resnet_a__kldp__T2'),
-    ('vit_b:kl@1e-4/T0.5', ('vit_b', 'kl', '1e-4', '0.5'), 'vit_a_r2__vit_b__kl__lr1e-4__T0.5'),
-    ('ce', ('-', 'ce', '1e-3', ''), 'vit_a_r2__ce'),
-    ('ce@3e-3', ('-', 'ce', '3e-3', ''), 'vit_a_r2__ce__lr3e-3'),
+@pytest.mark.parametrize('spec, parsed, name, control', [
+    ('resnet_a:kldp', ('resnet_a', 'kldp', '1e-3', '', ''), 'vit_a_r2__resnet_a__kldp', '1e-3'),
+    ('resnet_a:kldp@3e-3', ('resnet_a', 'kldp', '3e-3', '', ''), 'vit_a_r2__resnet_a__kldp__lr3e-3', '3e-3'),
+    ('resnet_a:kldp/T2', ('resnet_a', 'kldp', '1e-3', '2', ''), 'vit_a_r2__resnet_a__kldp__T2', '1e-3'),
+    ('vit_b:kl@1e-4/T0.5', ('vit_b', 'kl', '1e-4', '0.5', ''), 'vit_a_r2__vit_b__kl__lr1e-4__T0.5', '1e-4'),
+    ('resnet_a:kldp+rrc', ('resnet_a', 'kldp', '1e-3', '', 'rrc'), 'vit_a_r2__resnet_a__kldp__rrc', '1e-3+rrc'),
+    ('resnet_a:kldp@3e-3/T2+rrc', ('resnet_a', 'kldp', '3e-3', '2', 'rrc'),
+     'vit_a_r2__resnet_a__kldp__lr3e-3__T2__rrc', '3e-3+rrc'),
+    ('ce', ('-', 'ce', '1e-3', '', ''), 'vit_a_r2__ce', '1e-3'),
+    ('ce@3e-3', ('-', 'ce', '3e-3', '', ''), 'vit_a_r2__ce__lr3e-3', '3e-3'),
+    ('ce+rrc', ('-', 'ce', '1e-3', '', 'rrc'), 'vit_a_r2__ce__rrc', '1e-3+rrc'),
 ])
-def test_specs_parse_into_the_names_their_records_keep(spec, parsed, name):
-    teacher, method, lr, temperature = pilot.parse_spec(spec)
-    assert (teacher, method, lr, temperature) == parsed
-    assert pilot.run_name(VIT_A, teacher, method, lr, False, temperature) == name
-    assert pilot.run_name(VIT_A, teacher, method, lr, True, temperature) == name + '__val'
-    assert pilot._lr_of(name) == lr  # the paired comparison finds the control of the run's lr by name
+def test_specs_parse_into_the_names_their_records_keep(spec, parsed, name, control):
+    assert pilot.parse_spec(spec) == parsed
+    assert pilot.run_name(VIT_A, *parsed[:3], False, *parsed[3:]) == name
+    assert pilot.run_name(VIT_A, *parsed[:3], True, *parsed[3:]) == name + '__val'
+    assert pilot._control_of(name) == control  # how the paired comparison finds the CE control of the same lr/aug
+
+
+def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path):
+    argvs = []
+    monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
+    monkeypatch.setattr(pilot, 'WORK', tmp_path)
+    with pytest.raises(SystemExit, match='failed'):
+        pilot.run(VIT_A, 'ce+rrc', 'data', val=True)
+    argv = argvs[0]
+    assert argv[argv.index('--experiment') + 1] == 'vit_a_r2__ce__rrc__val'
+    def last(flag):  # argparse keeps the last value given
+        return argv[len(argv) - 1 - argv[::-1].index(flag):][:3]
+    assert argv.count('--scale') == 2 and last('--scale') == ['--scale', '0.35', '1']  # replaces the recipe's 1 1
+    assert last('--ratio') == ['--ratio', '0.75', '1.3333']
 
 
 @pytest.mark.parametrize('spec', ['resnet_a', 'resnet_a:', ':kldp', 'ce/T2', 'resnet_a:kldp/2', 'resnet_a:kldp/T0',
-                                  'resnet_a:kldp/Tx', 'resnet_a:ce'])
+                                  'resnet_a:kldp/Tx', 'resnet_a:ce', 'resnet_a:kldp+', 'ce+mixup'])
 def test_bad_specs_stop_with_the_grammar(spec):
-    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]'):
+    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[\+AUG\] \(AUG: rrc\)'):
         pilot.parse_spec(spec)
