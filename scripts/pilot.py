@@ -8,6 +8,7 @@
     python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
     python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
     python scripts/pilot.py --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
+    python scripts/pilot.py resnet_a,effnet_a:kldp   # sequential: resnet_a's stage, then effnet_a's
 
 The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
 the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
@@ -16,7 +17,8 @@ Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the C
 says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
 the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` trains on random resized crops
 (AUGMENTATIONS) instead of the recipe's flips only, and such a run is paired with the CE control of the same lr and
-augmentation. Test-split runs score the 10,000 test images;
+augmentation. `A,B:kldp` transfers from A, then from B (--multi-teacher sequential, one budget per teacher; the
+run is named A-B and compared with the CE control and with each teacher's single run). Test-split runs score the 10,000 test images;
 `--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
 are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
 resumes (--resume auto).
@@ -68,7 +70,7 @@ def plateaued(name: str) -> Student:
 
 def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '',
              aug: str = '') -> str:
-    name = f'{student.prefix}__{teacher}__{method}' if teacher != '-' else f'{student.prefix}__ce'
+    name = f'{student.prefix}__{teacher.replace(",", "-")}__{method}' if teacher != '-' else f'{student.prefix}__ce'
     return name + ('' if lr == LR else f'__lr{lr}') + (f'__T{temperature}' if temperature else '') + \
         (f'__{aug}' if aug else '') + ('__val' if val else '')
 
@@ -79,7 +81,9 @@ def parse_spec(spec: str) -> tuple[str, str, str, str, str]:
     body, _, temperature = rest.partition('/')
     head, _, lr = body.partition('@')
     teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
-    bad = not method or not teacher or (teacher == '-') != (method == 'ce') or ('+' in spec and aug not in AUGMENTATIONS)
+    teachers = teacher.split(',')
+    bad = not method or not all(teachers) or len(set(teachers)) < len(teachers) or (teacher == '-') != (method == 'ce') \
+        or ('+' in spec and aug not in AUGMENTATIONS)
     if temperature:
         number = temperature[1:]
         bad |= method == 'ce' or not temperature.startswith('T') or not number.replace('.', '', 1).isdigit() \
@@ -100,7 +104,9 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
     argv = ['--model', f'local-dir:{student.export}', '--transfer-method', method, *BASE_FLAGS, '--lr', lr,
             '--data-dir', data_dir, '--output', str(WORK), '--experiment', name, '--resume', 'auto']
     if teacher != '-':
-        argv += ['--teachers', f'local-dir:{ROOT / "zoo" / teacher}']
+        argv += ['--teachers', ','.join(f'local-dir:{ROOT / "zoo" / t}' for t in teacher.split(','))]
+        if ',' in teacher:
+            argv += ['--multi-teacher', 'sequential']
     if temperature:
         argv += ['--kd-temperature', temperature]
     argv += AUGMENTATIONS.get(aug, [])
@@ -140,7 +146,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
     if val:
         runs.update({r.stem: WORK / r.stem / 'export' for r in mine
                      if not r.stem.endswith('__val') and not r.stem.startswith(ce_runs)})
-    teachers = sorted({stem.split('__')[1] for stem in runs})
+    teachers = sorted({t for stem in runs for t in stem.split('__')[1].split('-')})
     exports = {'start': student.export, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
                **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
     models = [load_model(f'local-dir:{path}') for path in exports.values()]
@@ -171,9 +177,15 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
                 entry['vs_ce'] = versus(control, name)
             # the teacher's complementary knowledge left in the start, the CE control and this run: what the
             # run took beyond more training is its drop minus the control's
-            teacher = name.split('__')[1]
-            entry['rho_pos'] = {'teacher': teacher, 'start': rho_pos(teacher, 'start'), 'run': rho_pos(teacher, name),
-                                **({'ce': rho_pos(teacher, control)} if control in right else {})}
+            chain = name.split('__')[1].split('-')
+            knowledge = [{'teacher': t, 'start': rho_pos(t, 'start'), 'run': rho_pos(t, name),
+                          **({'ce': rho_pos(t, control)} if control in right else {})} for t in chain]
+            entry['rho_pos'] = knowledge[0] if len(chain) == 1 else knowledge
+            # sequential: against each teacher's single run of the same method and condition (paper: it beats the best)
+            for t in (chain if len(chain) > 1 else []):
+                single = name.replace(f'__{name.split("__")[1]}__', f'__{t}__', 1)
+                if single in right:
+                    entry.setdefault('vs_single', {})[t] = versus(single, name)
         out['runs'][name] = entry
         print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')

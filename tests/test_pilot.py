@@ -23,6 +23,8 @@ VIT_A = pilot.Student('vit_a_r2', Path('start'), Path('check'))
     ('ce', ('-', 'ce', '1e-3', '', ''), 'vit_a_r2__ce', '1e-3'),
     ('ce@3e-3', ('-', 'ce', '3e-3', '', ''), 'vit_a_r2__ce__lr3e-3', '3e-3'),
     ('ce+rrc', ('-', 'ce', '1e-3', '', 'rrc'), 'vit_a_r2__ce__rrc', '1e-3+rrc'),
+    ('resnet_a,effnet_a:kldp', ('resnet_a,effnet_a', 'kldp', '1e-3', '', ''), 'vit_a_r2__resnet_a-effnet_a__kldp',
+     '1e-3'),
 ])
 def test_specs_parse_into_the_names_their_records_keep(spec, parsed, name, control):
     assert pilot.parse_spec(spec) == parsed
@@ -46,7 +48,21 @@ def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize('spec', ['resnet_a', 'resnet_a:', ':kldp', 'ce/T2', 'resnet_a:kldp/2', 'resnet_a:kldp/T0',
-                                  'resnet_a:kldp/Tx', 'resnet_a:ce', 'resnet_a:kldp+', 'ce+mixup'])
+                                  'resnet_a:kldp/Tx', 'resnet_a:ce', 'resnet_a:kldp+', 'ce+mixup', 'resnet_a,:kldp',
+                                  'resnet_a,resnet_a:kldp'])
 def test_bad_specs_stop_with_the_grammar(spec):
     with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[\+AUG\] \(AUG: rrc\)'):
         pilot.parse_spec(spec)
+
+
+def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
+    argvs = []
+    monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
+    monkeypatch.setattr(pilot, 'WORK', tmp_path)
+    with pytest.raises(SystemExit, match='failed'):
+        pilot.run(VIT_A, 'resnet_a,effnet_a:kldp', 'data', val=False)
+    argv = argvs[0]
+    teachers = argv[argv.index('--teachers') + 1].split(',')
+    assert [Path(t.removeprefix('local-dir:')).name for t in teachers] == ['resnet_a', 'effnet_a']
+    assert argv[argv.index('--multi-teacher') + 1] == 'sequential'
+    assert '--val-split' not in argv
