@@ -23,6 +23,7 @@ VIT_A = pilot.Student('vit_a_r2', Path('start'), Path('check'))
     ('ce', ('-', 'ce', '1e-3', '', ''), 'vit_a_r2__ce', '1e-3'),
     ('ce@3e-3', ('-', 'ce', '3e-3', '', ''), 'vit_a_r2__ce__lr3e-3', '3e-3'),
     ('ce+rrc', ('-', 'ce', '1e-3', '', 'rrc'), 'vit_a_r2__ce__rrc', '1e-3+rrc'),
+    ('resnet_a:kldp+crop', ('resnet_a', 'kldp', '1e-3', '', 'crop'), 'vit_a_r2__resnet_a__kldp__crop', '1e-3+crop'),
     ('resnet_a,effnet_a:kldp', ('resnet_a,effnet_a', 'kldp', '1e-3', '', ''), 'vit_a_r2__resnet_a-effnet_a__kldp',
      '1e-3'),
 ])
@@ -37,6 +38,7 @@ def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path)
     argvs = []
     monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
     monkeypatch.setattr(pilot, 'WORK', tmp_path)
+    monkeypatch.setattr(pilot, 'PILOT_DIR', tmp_path / 'records')  # no committed record makes the run skipped
     with pytest.raises(SystemExit, match='failed'):
         pilot.run(VIT_A, 'ce+rrc', 'data', val=True)
     argv = argvs[0]
@@ -51,7 +53,7 @@ def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path)
                                   'resnet_a:kldp/Tx', 'resnet_a:ce', 'resnet_a:kldp+', 'ce+mixup', 'resnet_a,:kldp',
                                   'resnet_a,resnet_a:kldp'])
 def test_bad_specs_stop_with_the_grammar(spec):
-    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[\+AUG\] \(AUG: rrc\)'):
+    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[\+AUG\] \(AUG: rrc, crop\)'):
         pilot.parse_spec(spec)
 
 
@@ -59,6 +61,7 @@ def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
     argvs = []
     monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
     monkeypatch.setattr(pilot, 'WORK', tmp_path)
+    monkeypatch.setattr(pilot, 'PILOT_DIR', tmp_path / 'records')  # no committed record makes the run skipped
     with pytest.raises(SystemExit, match='failed'):
         pilot.run(VIT_A, 'resnet_a,effnet_a:kldp', 'data', val=False)
     argv = argvs[0]
