@@ -8,7 +8,7 @@
     python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
     python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
     python scripts/pilot.py --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
-    python scripts/pilot.py resnet_a,effnet_a:kldp   # sequential: resnet_a's stage, then effnet_a's
+    python scripts/pilot.py resnet_a,effnet_a:kldp   # sequential: one stage per teacher
 
 The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
 the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
@@ -17,8 +17,9 @@ Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the C
 says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
 the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` (or the milder `+crop`) trains on random resized
 crops (AUGMENTATIONS) besides the recipe's flips, and such a run is paired with the CE control of the same lr and
-augmentation. `A,B:kldp` transfers from A, then from B (--multi-teacher sequential, one budget per teacher; the
-run is named A-B and compared with the CE control and with each teacher's single run). Test-split runs score the 10,000 test images;
+augmentation. `A,B:kldp` transfers from both in sequence (--multi-teacher sequential, one budget per teacher,
+stages in the engine's default order: ascending teacher top-1, METHOD.md; the record's stage_order says it); the
+run is named A-B and compared with the CE control and with each teacher's single run. Test-split runs score the 10,000 test images;
 `--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
 are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
 resumes (--resume auto).
