@@ -15,18 +15,20 @@ the export of the last round before the plateau check, e.g. vit_a round 2 (86.88
 vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
 says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
-the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` (or the milder `+crop`) trains on random resized
-crops (AUGMENTATIONS) besides the recipe's flips, and such a run is paired with the CE control of the same lr and
-augmentation. `A,B:kldp` transfers from both in sequence (--multi-teacher sequential, one budget per teacher,
-stages in the engine's default order: ascending teacher top-1, METHOD.md; the record's stage_order says it); the
-run is named A-B and compared with the CE control and with each teacher's single run. Test-split runs score the 10,000 test images;
+the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` (or the milder `+crop`)
+trains on random resized crops (AUGMENTATIONS) besides the recipe's flips, and such a run is paired with the CE
+control of the same lr and augmentation. `A,B:kldp` transfers from both in sequence (--multi-teacher sequential,
+one budget per teacher, stages in the engine's default order: ascending teacher top-1, METHOD.md; the record's
+stage_order says it); the run is named A-B and compared with the CE control and with each teacher's single run.
+Test-split runs score the 10,000 test images;
 `--val` runs score the validation split train[55000:] (the 5,000 training images the transfer never sees) and
 are the ones any choice is made on. A run whose record is in studies/zoo/pilot/ is skipped; an unfinished one
 resumes (--resume auto).
 
---paired scores every finished run's export of that split and the CE control of the same lr on the same images
-(McNemar's test on the images exactly one of the two gets right), and each run's teacher against the start, the
-control and the run (ρpos: how much of the teacher's complementary knowledge is left).
+--paired scores every finished run's export of that split and the CE control of the same lr and augmentation on
+the same images (McNemar's test on the images exactly one of the two gets right), a sequential run also against
+each of its teachers' single runs, and each run's teachers against the start, the control and the run (ρpos: how
+much of the teacher's complementary knowledge is left).
 """
 from __future__ import annotations
 
@@ -85,8 +87,8 @@ def parse_spec(spec: str) -> tuple[str, str, str, str, str]:
     head, _, lr = body.partition('@')
     teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
     teachers = teacher.split(',')
-    bad = not method or not all(teachers) or len(set(teachers)) < len(teachers) or (teacher == '-') != (method == 'ce') \
-        or ('+' in spec and aug not in AUGMENTATIONS)
+    bad = not method or not all(teachers) or len(set(teachers)) < len(teachers) \
+        or (teacher == '-') != (method == 'ce') or ('+' in spec and aug not in AUGMENTATIONS)
     if temperature:
         number = temperature[1:]
         bad |= method == 'ce' or not temperature.startswith('T') or not number.replace('.', '', 1).isdigit() \
@@ -190,7 +192,8 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
                 if single in right:
                     entry.setdefault('vs_single', {})[t] = versus(single, name)
         out['runs'][name] = entry
-        print(f'{name:40s} top-1 {out["top1"][name]:.2f}', {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}, flush=True)
+        shown = {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}
+        print(f'{name:40s} top-1 {out["top1"][name]:.2f}', shown, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
     path = PILOT_DIR / 'paired' / f'{student.prefix}__{"val" if val else "test"}.json'
     path.parent.mkdir(exist_ok=True)
