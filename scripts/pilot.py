@@ -182,15 +182,15 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
                 entry['vs_ce'] = versus(control, name)
             # the teacher's complementary knowledge left in the start, the CE control and this run: what the
             # run took beyond more training is its drop minus the control's
-            chain = name.split('__')[1].split('-')
+            teachers_part = name.split('__')[1]
+            chain = teachers_part.split('-')
             knowledge = [{'teacher': t, 'start': rho_pos(t, 'start'), 'run': rho_pos(t, name),
                           **({'ce': rho_pos(t, control)} if control in right else {})} for t in chain]
             entry['rho_pos'] = knowledge[0] if len(chain) == 1 else knowledge
             # sequential: against each teacher's single run of the same method and condition (paper: it beats the best)
-            for t in (chain if len(chain) > 1 else []):
-                single = name.replace(f'__{name.split("__")[1]}__', f'__{t}__', 1)
-                if single in right:
-                    entry.setdefault('vs_single', {})[t] = versus(single, name)
+            singles = {t: name.replace(f'__{teachers_part}__', f'__{t}__', 1) for t in chain} if len(chain) > 1 else {}
+            if any(single in right for single in singles.values()):
+                entry['vs_single'] = {t: versus(single, name) for t, single in singles.items() if single in right}
         out['runs'][name] = entry
         shown = {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}
         print(f'{name:40s} top-1 {out["top1"][name]:.2f}', shown, flush=True)

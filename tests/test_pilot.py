@@ -34,14 +34,19 @@ def test_specs_parse_into_the_names_their_records_keep(spec, parsed, name, contr
     assert pilot._control_of(name) == control  # how the paired comparison finds the CE control of the same lr/aug
 
 
-def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path):
+def train_argv(spec, val, monkeypatch, tmp_path) -> list[str]:
+    """The argv pilot.run would train with (the training child is replaced by one that fails at once)."""
     argvs = []
     monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
     monkeypatch.setattr(pilot, 'WORK', tmp_path)
     monkeypatch.setattr(pilot, 'PILOT_DIR', tmp_path / 'records')  # no committed record makes the run skipped
     with pytest.raises(SystemExit, match='failed'):
-        pilot.run(VIT_A, 'ce+rrc', 'data', val=True)
-    argv = argvs[0]
+        pilot.run(VIT_A, spec, 'data', val=val)
+    return argvs[0]
+
+
+def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path):
+    argv = train_argv('ce+rrc', True, monkeypatch, tmp_path)
     assert argv[argv.index('--experiment') + 1] == 'vit_a_r2__ce__rrc__val'
     def last(flag):  # argparse keeps the last value given
         return argv[len(argv) - 1 - argv[::-1].index(flag):][:3]
@@ -58,13 +63,7 @@ def test_bad_specs_stop_with_the_grammar(spec):
 
 
 def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
-    argvs = []
-    monkeypatch.setattr(pilot, '_train_in_child', lambda argv, log: argvs.append(argv) or 1)
-    monkeypatch.setattr(pilot, 'WORK', tmp_path)
-    monkeypatch.setattr(pilot, 'PILOT_DIR', tmp_path / 'records')  # no committed record makes the run skipped
-    with pytest.raises(SystemExit, match='failed'):
-        pilot.run(VIT_A, 'resnet_a,effnet_a:kldp', 'data', val=False)
-    argv = argvs[0]
+    argv = train_argv('resnet_a,effnet_a:kldp', False, monkeypatch, tmp_path)
     teachers = argv[argv.index('--teachers') + 1].split(',')
     assert [Path(t.removeprefix('local-dir:')).name for t in teachers] == ['resnet_a', 'effnet_a']
     assert argv[argv.index('--multi-teacher') + 1] == 'sequential'
