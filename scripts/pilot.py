@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from polish_zoo import plateau_reached, rounds
+from polish_zoo import plateau_reached, rounds, weights_of_round
 from study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
@@ -69,8 +69,11 @@ def plateaued(name: str) -> Student:
         raise SystemExit(f'{name} is not at a plateau yet ({len(done)} polish rounds): '
                          f'run `python scripts/polish_zoo.py --only {name}` first.')
     k = len(done) - 1  # the rounds before the check
-    start = POLISH / name / f'round{k}' / 'export' if k else ROOT / 'zoo' / name
-    return Student(f'{name}_r{k}', start, POLISH / name / f'round{k + 1}' / 'export')
+    start = weights_of_round(POLISH, name, k) if k else ROOT / 'zoo' / name
+    if not (start / 'model.safetensors').is_file():
+        raise SystemExit(f'the weights of {name} polish round {k} are not on this machine: '
+                         f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')
+    return Student(f'{name}_r{k}', start, weights_of_round(POLISH, name, k + 1))
 
 
 def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '',

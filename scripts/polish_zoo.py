@@ -3,6 +3,7 @@
 
     python scripts/polish_zoo.py --only vit_a          # resumable; one round = one CE run of the study recipe
     python scripts/polish_zoo.py --status              # rounds so far, per model
+    python scripts/polish_zoo.py --only vit_a --rebuild  # re-make committed rounds whose weights are missing
 
 The plateau rule: one more budget of plain cross-entropy at the study's recipe (the CE control)
 moves test top-1 by at most 0.2 points. Each round runs exactly that CE control on the current
@@ -13,7 +14,12 @@ round's Δ is its recorded check. Then ``--apply`` writes the weights into ``zoo
 checks into ``zoo/index.json``.
 
 Round k of model M lives in ``OUT/M/round<k>/`` (a train.py run folder: results.json, export/);
-a finished round is skipped, an unfinished one is resumed (``--resume auto``).
+a finished round is skipped, an unfinished one is resumed (``--resume auto``). Each finished round
+also leaves ``studies/zoo/polish/M/round<k>.json`` (its numbers) and ``studies/zoo/polish/M/round<k>/``
+(its exported weights, about 1 MB), both committed: OUT is a cache that a new machine does not
+have, and every later round, pilot and study run starts from these weights. A round whose record is
+committed but whose weights are not (made before the weights were kept) is re-run by
+``--rebuild``, which says whether the new run reproduced the record.
 """
 from __future__ import annotations
 
@@ -37,15 +43,21 @@ RECORDS = ROOT / 'studies' / 'zoo' / 'polish'  # one committed record per round
 RECIPE = [*BASE_FLAGS, '--lr', '1e-3']
 
 
+WEIGHT_FILES = ('model.safetensors', 'config.json')  # what timm's save_for_hf writes, all a local-dir: load needs
+
+
 def rounds(out: Path, name: str) -> list[dict]:
+    """Finished rounds, from the run folders under OUT or, where a machine has none, from the committed records."""
     done = []
     for k in range(1, 100):
         path = out / name / f'round{k}' / 'results.json'
         if not path.is_file():
+            path = RECORDS / name / f'round{k}.json'
+        if not path.is_file():
             break
         r = json.loads(path.read_text())
         done.append({'round': k, 'top1_before': r['top1_before'], 'top1_after': r['top1_after'],
-                     'delta': r['transfer_delta'], 'p_value': r['p_value'],
+                     'delta': r['transfer_delta'], 'p_value': r['p_value'], 'gains': r['gains'], 'losses': r['losses'],
                      'seconds': sum(e.get('seconds', 0) or 0 for e in r.get('epochs', []))})
     return done
 
@@ -54,12 +66,25 @@ def plateau_reached(done: list[dict]) -> bool:
     return bool(done) and abs(done[-1]['delta']) <= TOLERANCE + 1e-9
 
 
+def weights_of_round(out: Path, name: str, k: int) -> Path:
+    """Round k's exported weights: the run folder's export, else the committed copy (which may be missing too)."""
+    export = out / name / f'round{k}' / 'export'
+    return export if (export / 'model.safetensors').is_file() else RECORDS / name / f'round{k}'
+
+
 def model_of_round(out: Path, zoo: Path, name: str, k: int) -> str:
-    """The model round k starts from: the zoo model for round 1, else round k-1's export."""
-    return f'local-dir:{zoo / name}' if k == 1 else f'local-dir:{out / name / f"round{k - 1}" / "export"}'
+    """The model round k starts from: the zoo model for round 1, else round k-1's weights."""
+    return f'local-dir:{zoo / name}' if k == 1 else f'local-dir:{weights_of_round(out, name, k - 1)}'
+
+
+def missing_weights(out: Path, name: str) -> list[int]:
+    """Rounds that another round or a transfer run starts from (all but the last) whose weights are nowhere here."""
+    return [d['round'] for d in rounds(out, name)[:-1]
+            if not (weights_of_round(out, name, d['round']) / 'model.safetensors').is_file()]
 
 
 def run_round(out: Path, zoo: Path, data_dir: str, name: str, k: int, threads: int) -> dict:
+    """Train round k (resumes an unfinished run folder) and commit its record and weights."""
     cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', model_of_round(out, zoo, name, k),
            '--transfer-method', 'ce', '--data-dir', data_dir, '--output', str(out / name),
            '--experiment', f'round{k}', '--resume', 'auto', *RECIPE]
@@ -82,12 +107,32 @@ RECORD_KEYS = ('student', 'method', 'top1_before', 'top1_after', 'transfer_delta
 
 
 def record_round(out: Path, name: str, k: int) -> Path:
-    """studies/zoo/polish/NAME/roundK.json: the round's numbers, small enough to commit (the weights stay in --out)."""
-    r = json.loads((out / name / f'round{k}' / 'results.json').read_text())
+    """studies/zoo/polish/NAME/roundK.json (the round's numbers) and NAME/roundK/ (its weights), both committed."""
+    folder = out / name / f'round{k}'
+    r = json.loads((folder / 'results.json').read_text())
     path = RECORDS / name / f'round{k}.json'
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({key: r[key] for key in RECORD_KEYS if key in r}, indent=1))
+    weights = RECORDS / name / f'round{k}'
+    weights.mkdir(exist_ok=True)
+    for file in WEIGHT_FILES:
+        shutil.copyfile(folder / 'export' / file, weights / file)
     return path
+
+
+def rebuild(out: Path, zoo: Path, data_dir: str, name: str, threads: int) -> None:
+    """Re-run, in order, the committed rounds whose weights are missing; say whether each reproduced its record."""
+    for k in missing_weights(out, name):
+        old = json.loads((RECORDS / name / f'round{k}.json').read_text())
+        new = run_round(out, zoo, data_dir, name, k, threads)
+        same = (round(new['top1_after'], 2), new['gains'], new['losses']) == \
+            (round(old['top1_after'], 2), old['gains'], old['losses'])
+        print(f'[polish] {name} round {k} rebuilt: ' + (
+            f'reproduced the record ({old["top1_after"]:.2f}, {old["gains"]} gains / {old["losses"]} losses)'
+            if same else f'record {old["top1_before"]:.2f} -> {old["top1_after"]:.2f} '
+                         f'({old["gains"]}/{old["losses"]}), now {new["top1_before"]:.2f} -> '
+                         f'{new["top1_after"]:.2f} ({new["gains"]}/{new["losses"]}); the record now holds the new run'),
+            flush=True)
 
 
 def apply(out: Path, zoo: Path, name: str) -> None:
@@ -97,7 +142,10 @@ def apply(out: Path, zoo: Path, name: str) -> None:
         raise SystemExit(f'{name}: no plateau yet ({len(done)} rounds); run more rounds first.')
     k = len(done)  # round k is the check; the model it started from is the plateaued one
     if k > 1:
-        src = out / name / f'round{k - 1}' / 'export' / 'model.safetensors'
+        src = weights_of_round(out, name, k - 1) / 'model.safetensors'
+        if not src.is_file():
+            raise SystemExit(f'{name}: the weights of round {k - 1} are not on this machine; '
+                             f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')
         shutil.copyfile(src, zoo / name / 'model.safetensors')
     index_path = zoo / 'index.json'
     index = json.loads(index_path.read_text())
@@ -127,6 +175,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--status', action='store_true')
     p.add_argument('--apply', action='store_true', help='write plateaued models into the zoo')
+    p.add_argument('--rebuild', action='store_true',
+                   help='re-run committed rounds whose weights are missing (rounds made before weights were kept)')
     args = p.parse_args(argv)
     zoo, out = Path(args.zoo), Path(args.out)
     names = [m['name'] for m in json.loads((zoo / 'index.json').read_text())['models']]
@@ -137,7 +187,12 @@ def main(argv=None):
         if args.status:
             print(f'{name:12s} ' + ', '.join(f'r{d["round"]} {d["top1_before"]:.2f}->{d["top1_after"]:.2f} '
                                               f'({d["delta"]:+.2f})' for d in done)
-                  + ('  PLATEAU' if plateau_reached(done) else ''))
+                  + ('  PLATEAU' if plateau_reached(done) else '')
+                  + (f'  (weights missing: rounds {missing}; --rebuild)' if (missing := missing_weights(out, name))
+                     else ''))
+            continue
+        if args.rebuild:
+            rebuild(out, zoo, args.data_dir, name, args.threads)
             continue
         if args.apply:
             apply(out, zoo, name)

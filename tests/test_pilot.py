@@ -68,3 +68,24 @@ def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
     assert [Path(t.removeprefix('local-dir:')).name for t in teachers] == ['resnet_a', 'effnet_a']
     assert argv[argv.index('--multi-teacher') + 1] == 'sequential'
     assert '--val-split' not in argv
+
+
+def test_the_student_starts_from_the_committed_polish_weights_and_says_how_to_remake_missing_ones(tmp_path,
+                                                                                              monkeypatch):
+    polish = pilot.sys.modules['polish_zoo']
+    records, cache = tmp_path / 'records', tmp_path / 'cache'  # a new machine: committed records, an empty cache
+    monkeypatch.setattr(polish, 'RECORDS', records)
+    monkeypatch.setattr(pilot, 'POLISH', cache)
+    for k, (before, after) in enumerate([(85.0, 85.9), (85.9, 85.95)], start=1):
+        (records / 'm').mkdir(parents=True, exist_ok=True)
+        (records / 'm' / f'round{k}.json').write_text(pilot.json.dumps(
+            {'top1_before': before, 'top1_after': after, 'transfer_delta': after - before, 'p_value': 0.5,
+             'gains': 10, 'losses': 5}))
+    with pytest.raises(SystemExit, match=r'polish round 1 are not on this machine: run `python scripts/polish_zoo.py '
+                                         r'--only m --rebuild` first'):
+        pilot.plateaued('m')
+    (records / 'm' / 'round1').mkdir()
+    (records / 'm' / 'round1' / 'model.safetensors').write_bytes(b'w')
+    student = pilot.plateaued('m')
+    assert (student.prefix, student.export, student.ce_control) == ('m_r1', records / 'm' / 'round1',
+                                                                    records / 'm' / 'round2')

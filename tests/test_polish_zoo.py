@@ -15,6 +15,7 @@ def fake_round(out, name, k, before, after, p=0.5):
     folder = out / name / f'round{k}'
     (folder / 'export').mkdir(parents=True)
     (folder / 'export' / 'model.safetensors').write_bytes(f'weights after round {k}'.encode())
+    (folder / 'export' / 'config.json').write_text(json.dumps({'architecture': 'm', 'round': k}))
     results = {'student': f'local-dir:{name}', 'method': 'ce', 'top1_before': before, 'top1_after': after,
                'transfer_delta': after - before, 'knowledge_gain': 1.0, 'knowledge_loss': 0.5, 'gains': 100,
                'losses': 50, 'p_value': p, 'seed': 0, 'hyperparameters': {'lr': 1e-3}, 'versions': {'torch': 'x'},
@@ -66,3 +67,50 @@ def test_apply_refuses_a_model_without_a_plateau_and_changes_nothing(setup):
     with pytest.raises(SystemExit, match='no plateau yet'):
         polish.apply(out, zoo, 'm')
     assert (zoo / 'index.json').read_text() == index and (zoo / 'm' / 'model.safetensors').read_bytes() == b'original'
+
+
+def test_a_new_machine_reads_the_committed_rounds_and_starts_from_the_committed_weights(setup, tmp_path):
+    out, zoo, records = setup
+    for k, (before, after) in enumerate([(85.0, 85.9), (85.9, 86.3)], start=1):
+        fake_round(out, 'm', k, before, after)
+        polish.record_round(out, 'm', k)
+    assert (records / 'm' / 'round2' / 'model.safetensors').read_bytes() == b'weights after round 2'
+    assert json.loads((records / 'm' / 'round2' / 'config.json').read_text())['round'] == 2
+    fresh = tmp_path / 'fresh_cache'  # what a new machine has: the committed records, no run folders
+    assert [(d['round'], d['top1_after'], d['gains']) for d in polish.rounds(fresh, 'm')] == [(1, 85.9, 100),
+                                                                                              (2, 86.3, 100)]
+    assert polish.model_of_round(fresh, zoo, 'm', 1) == f'local-dir:{zoo / "m"}'
+    assert polish.model_of_round(fresh, zoo, 'm', 3) == f'local-dir:{records / "m" / "round2"}'
+    assert polish.model_of_round(out, zoo, 'm', 3) == f'local-dir:{out / "m" / "round2" / "export"}'  # cache first
+    assert polish.missing_weights(fresh, 'm') == []
+    (records / 'm' / 'round1' / 'model.safetensors').unlink()  # a round committed before weights were kept
+    assert polish.missing_weights(fresh, 'm') == [1] and polish.missing_weights(out, 'm') == []
+
+
+def test_rebuild_re_runs_only_rounds_without_weights_and_says_whether_the_record_was_reproduced(setup, tmp_path,
+                                                                                              monkeypatch, capsys):
+    out, zoo, records = setup
+    for k, (before, after) in enumerate([(85.0, 85.9), (85.9, 86.3), (86.3, 86.4)], start=1):
+        fake_round(out, 'm', k, before, after)
+        polish.record_round(out, 'm', k)
+    for k in (1, 2):
+        (records / 'm' / f'round{k}' / 'model.safetensors').unlink()
+    fresh = tmp_path / 'fresh_cache'
+    rerun = {1: (85.0, 85.9), 2: (85.9, 86.28)}  # round 1 comes out the same, round 2 two images lower
+    started = []
+
+    def fake_run_round(out_, zoo_, data_dir, name, k, threads):
+        started.append((k, polish.model_of_round(out_, zoo_, name, k)))
+        fake_round(out_, name, k, *rerun[k])
+        polish.record_round(out_, name, k)
+        return polish.rounds(out_, name)[k - 1]
+
+    monkeypatch.setattr(polish, 'run_round', fake_run_round)
+    polish.main(['--zoo', str(zoo), '--out', str(fresh), '--only', 'm', '--rebuild'])
+    # round 3 is the plateau check: nothing starts from it, so it is not re-run
+    assert started == [(1, f'local-dir:{zoo / "m"}'), (2, f'local-dir:{fresh / "m" / "round1" / "export"}')]
+    said = capsys.readouterr().out
+    assert 'm round 1 rebuilt: reproduced the record (85.90, 100 gains / 50 losses)' in said
+    assert 'm round 2 rebuilt: record 85.90 -> 86.30 (100/50), now 85.90 -> 86.28 (100/50)' in said
+    assert json.loads((records / 'm' / 'round2.json').read_text())['top1_after'] == 86.28
+    assert polish.missing_weights(fresh, 'm') == []

@@ -80,3 +80,18 @@ def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(
         config = parse_args(study.command(run, args)[3:])
         check_flags(config)
         assert config.teacher_cache == str(tmp_path / 'cache') and config.mixup == 0 and config.cutmix == 0
+
+
+def test_main_runs_every_pairs_kldp_and_kl_before_the_other_methods(monkeypatch):
+    """A study cut short still has KL+DP and KL-Dist on all 56 pairs and every CE control: the first wave."""
+    study = import_script('study')
+    monkeypatch.setattr(study, 'chosen_lr', lambda: '1e-3')
+    runs = study.main_runs()
+    assert len(runs) == 8 + 56 * 5 and len({r.name for r in runs}) == len(runs)
+    first = runs[:8 + 56 * 2]
+    assert [r.method for r in first[:8]] == ['ce'] * 8
+    assert {r.method for r in first[8:]} == {'kldp', 'kl'} and len({(r.student, r.teachers) for r in first[8:]}) == 56
+    assert {r.method for r in runs[len(first):]} == {'xekl', 'xekl-mcl', 'kldp-unsup'}
+    assert [r.name for r in first[8:12]] == ['resnet_a__convnext_a__kldp', 'resnet_a__convnext_a__kl',
+                                           'resnet_a__effnet_a__kldp', 'resnet_a__effnet_a__kl']
+    assert all(r.flags[-2:] == ['--lr', '1e-3'] for r in runs)
