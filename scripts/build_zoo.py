@@ -381,9 +381,19 @@ def verify(out_dir: Path, data_dir: Path, tolerance: float = 0.0) -> bool:
     return ok
 
 
+def _study_cell(r) -> str:
+    sp = r.get('study_plateau')
+    if not sp:
+        return ' |'
+    check = sp['checks'][-1]
+    return f" {sp['polish_rounds']}, {check['delta']:+.2f} (p = {check['p_value']:.2g}) |"
+
+
 def markdown_table(records) -> str:
-    lines = ['| name | family | architecture | params | input (C×H×W) | normalisation (mean) | recipe | test top-1 | plateau check Δ |',
-             '|---|---|---|---:|---|---|---|---:|---:|']
+    study = any('study_plateau' in r for r in records)  # scripts/polish_zoo.py --apply: the study recipe's rounds
+    lines = ['| name | family | architecture | params | input (C×H×W) | normalisation (mean) | recipe | test top-1 | '
+             'plateau check Δ |' + (' study-recipe polish: rounds, check Δ (p) |' if study else ''),
+             '|---|---|---|---:|---|---|---|---:|---:|' + ('---:|' if study else '')]
     for r in records:
         rc = r['recipe']
         extras = [f"ls {rc['label_smoothing']}" if rc['label_smoothing'] else '', f"mixup {rc['mixup']}" if rc['mixup'] else '',
@@ -393,7 +403,7 @@ def markdown_table(records) -> str:
         d = r['plateau']['final_delta']
         lines.append(f"| {r['name']} | {r['family']} | `{r['architecture']}` | {r['parameters'] / 1e6:.2f} M | "
                      f"{'×'.join(str(v) for v in r['input_size'])} | {', '.join(f'{m:.3f}' for m in r['mean'])} | {recipe} | "
-                     f"{r['test_top1']:.2f} | {'' if d is None else f'{d:+.2f}'} |")
+                     f"{r['test_top1']:.2f} | {'' if d is None else f'{d:+.2f}'} |" + (_study_cell(r) if study else ''))
     return '\n'.join(lines)
 
 

@@ -260,8 +260,46 @@ def sequential_table(summary: dict) -> str:
     return '\n'.join(lines)
 
 
-def report_markdown(summary: dict, plots_rel: str) -> str:
-    parts = [methods_table(summary), '']
+def progress_line(counts: dict) -> str:
+    """How much of the study the report stands on: {'pair runs': (done, planned), ...}."""
+    return 'Finished so far: ' + ', '.join(f'{done} of {planned} {what}' for what, (done, planned) in counts.items()) \
+        + '.'
+
+
+def verdict(summary: dict) -> list[str]:
+    """The answer in words, against the targets fixed before the study (README): computed, not written by hand."""
+    out = []
+    k = summary['methods'].get('kldp')
+    if k:
+        losses = round(k['significant_losses'] * k['n'] / 100)
+        met = k['success_ci'][0] >= 90 and losses == 0
+        out.append(f"KL+DP raised top-1 in {k['successes']} of {k['n']} pairs, a success rate of "
+                   f"{k['success_rate']:.0f}% {_ci(k['success_ci'], 0, signed=False)}, mean {k['mean_delta']:+.2f} "
+                   f"points {_ci(k['mean_delta_ci'])}, with a significant loss (McNemar p < 0.05) in {losses}: the "
+                   f"target (≥ 90%, no significant loss) is {'met' if met else 'not met'}.")
+    d = summary.get('kldp_minus_ce')
+    if d:
+        lo, hi = d['ci']
+        word = ('above the CE control: more than more training' if lo > 0 else
+                'below the CE control: less than more training' if hi < 0 else
+                'not distinguishable from the CE control: no evidence that it adds anything to more training')
+        out.append(f"Against the CE control of the same student (one more budget of plain cross-entropy), KL+DP is "
+                   f"{d['mean']:+.2f} points {_ci(d['ci'])}, {word}.")
+    kl = summary['methods'].get('kl')
+    if kl and k:
+        out.append(f"KL-Dist, the same teachers without the data partition: success rate {kl['success_rate']:.0f}% "
+                   f"{_ci(kl['success_ci'], 0, signed=False)}, mean {kl['mean_delta']:+.2f} points "
+                   f"{_ci(kl['mean_delta_ci'])}, significant losses in {kl['significant_losses']:.0f}% of pairs "
+                   f"(KL+DP: {k['significant_losses']:.0f}%).")
+    return out
+
+
+def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -> str:
+    parts = [progress_line(counts), ''] if counts else []
+    words = verdict(summary)
+    if words:
+        parts += ['**Verdict, computed from the runs:** ' + ' '.join(words), '']
+    parts += [methods_table(summary), '']
     d = summary.get('kldp_minus_ce')
     if d:
         parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs, interval from resampling "
@@ -295,6 +333,15 @@ def write_readme_section(readme: Path, text: str) -> None:
     readme.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}')
 
 
+def study_progress(records: list[dict]) -> dict:
+    """Finished runs of each kind against the plan of scripts/study.py (zoo size, methods)."""
+    from study import PAIR_METHODS as METHODS, zoo_names
+    n = len(zoo_names())
+    kinds = [r['kind'] for r in records]
+    return {'pair runs': (kinds.count('pair'), n * (n - 1) * len(METHODS)), 'CE controls': (kinds.count('control'), n),
+            'sequential runs': (kinds.count('sequential'), 2 * n)}
+
+
 def report_main(args) -> None:
     from study import RUNS_DIR, STUDY_DIR, ROOT
     records = load_records(RUNS_DIR)
@@ -303,7 +350,7 @@ def report_main(args) -> None:
         print(json.dumps(summary, indent=1, default=str))
         return
     plots = STUDY_DIR / 'plots'
-    text = report_markdown(summary, plots.relative_to(ROOT).as_posix())
+    text = report_markdown(summary, plots.relative_to(ROOT).as_posix(), study_progress(records))
     print(text)
     if not args.no_write:
         plot_success_rates(summary, plots / SUCCESS_PLOT)
