@@ -70,6 +70,9 @@ def plateaued(name: str) -> Student:
                          f'run `python scripts/polish_zoo.py --only {name}` first.')
     k = len(done) - 1  # the rounds before the check
     start = weights_of_round(POLISH, name, k) if k else ROOT / 'zoo' / name
+    applied = json.loads((ROOT / 'zoo' / 'index.json').read_text())['models']
+    if any(m['name'] == name and m.get('study_plateau', {}).get('polish_rounds') == k for m in applied):
+        start = ROOT / 'zoo' / name  # `polish_zoo.py --apply` put round k's weights there
     if not (start / 'model.safetensors').is_file():
         raise SystemExit(f'the weights of {name} polish round {k} are not on this machine: '
                          f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')

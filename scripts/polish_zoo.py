@@ -17,7 +17,8 @@ Round k of model M lives in ``OUT/M/round<k>/`` (a train.py run folder: results.
 a finished round is skipped, an unfinished one is resumed (``--resume auto``). Each finished round
 also leaves ``studies/zoo/polish/M/round<k>.json`` (its numbers) and ``studies/zoo/polish/M/round<k>/``
 (its exported weights, about 1 MB), both committed: OUT is a cache that a new machine does not
-have, and every later round, pilot and study run starts from these weights. A round whose record is
+have, and every later round starts from these weights (``--apply`` removes them once the zoo holds
+the plateaued model). A round whose record is
 committed but whose weights are not (made before the weights were kept) is re-run by
 ``--rebuild``, which says whether the new run reproduced the record.
 """
@@ -147,6 +148,9 @@ def apply(out: Path, zoo: Path, name: str) -> None:
             raise SystemExit(f'{name}: the weights of round {k - 1} are not on this machine; '
                              f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')
         shutil.copyfile(src, zoo / name / 'model.safetensors')
+    # zoo/NAME now holds the plateaued weights: the rounds' committed copies were only needed to get here
+    for folder in sorted((RECORDS / name).glob('round*/')):
+        shutil.rmtree(folder)
     index_path = zoo / 'index.json'
     index = json.loads(index_path.read_text())
     for rec in index['models']:

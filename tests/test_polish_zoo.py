@@ -50,10 +50,13 @@ def test_each_round_leaves_a_small_record_and_apply_takes_the_weights_the_check_
     for k, (before, after) in enumerate([(85.0, 85.9), (85.9, 86.3), (86.3, 86.4)], start=1):
         fake_round(out, 'm', k, before, after)
         polish.record_round(out, 'm', k)
+    assert (records / 'm' / 'round2' / 'model.safetensors').is_file()
     record = json.loads((records / 'm' / 'round3.json').read_text())
     assert set(record) == set(polish.RECORD_KEYS) and record['top1_after'] == 86.4  # no versions, no paths added
     polish.apply(out, zoo, 'm')
     assert (zoo / 'm' / 'model.safetensors').read_bytes() == b'weights after round 2'
+    assert not list((records / 'm').glob('round*/'))  # the zoo holds them now; the records stay
+    assert sorted(p.name for p in (records / 'm').iterdir()) == ['round1.json', 'round2.json', 'round3.json']
     entry = json.loads((zoo / 'index.json').read_text())['models'][0]
     assert entry['test_top1'] == 86.3 and entry['study_plateau']['polish_rounds'] == 2
     assert [c['round'] for c in entry['study_plateau']['checks']] == [1, 2, 3]
