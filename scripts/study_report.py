@@ -15,6 +15,7 @@ PAIR_METHODS = ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup')
 TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL', 'kldp': 'KL+DP',
           'kldp-unsup': 'KL+DP (unsupervised)'}
 BEGIN, END = '<!-- study:begin -->', '<!-- study:end -->'
+MIN_STUDENTS = 5  # a cluster bootstrap over fewer students gives intervals too narrow to decide on
 SUCCESS_PLOT, DELTA_PLOT = 'success_rate.png', 'delta_vs_accuracy_gap.png'
 
 
@@ -86,7 +87,8 @@ def _paired_with_control(runs: dict, controls: dict) -> dict | None:
         return None
     diffs = [runs[k]['transfer_delta'] - controls[k[0]]['transfer_delta'] for k in keys]
     lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
-    return {'n': len(diffs), 'mean': mean(diffs), 'ci': [lo, hi], 'positive': sum(d > 0 for d in diffs)}
+    return {'n': len(diffs), 'students': len({s for s, _ in keys}), 'mean': mean(diffs), 'ci': [lo, hi],
+            'positive': sum(d > 0 for d in diffs)}
 
 
 def _per_student(pairs: dict, controls: dict) -> dict:
@@ -280,7 +282,9 @@ def verdict(summary: dict) -> list[str]:
     d = summary.get('kldp_minus_ce')
     if d:
         lo, hi = d['ci']
-        word = ('above the CE control: more than more training' if lo > 0 else
+        word = (f"too few students ({d['students']}) for the interval to decide anything yet"
+                if d.get('students', MIN_STUDENTS) < MIN_STUDENTS else
+                'above the CE control: more than more training' if lo > 0 else
                 'below the CE control: less than more training' if hi < 0 else
                 'not distinguishable from the CE control: no evidence that it adds anything to more training')
         out.append(f"Against the CE control of the same student (one more budget of plain cross-entropy), KL+DP is "
@@ -302,8 +306,9 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
     parts += [methods_table(summary), '']
     d = summary.get('kldp_minus_ce')
     if d:
-        parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs, interval from resampling "
-                     f"students): {d['mean']:+.2f} points {_ci(d['ci'])}; KL+DP beat its student's control in "
+        parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs of {d.get('students', '?')} "
+                     f"students, interval from resampling students): {d['mean']:+.2f} points {_ci(d['ci'])}; KL+DP "
+                     f"beat its student's control in "
                      f"{d['positive']} of {d['n']} pairs.")
         parts.append('')
     parts += ['Mean Δtransf per student over its teachers (the paper\'s Table 1 on the zoo):', '',

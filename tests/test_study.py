@@ -103,15 +103,18 @@ def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs
     # 1 of 2 pairs gained, no significant loss, but a Wilson interval of [9, 91] cannot show >= 90 %
     assert 'KL+DP raised top-1 in 1 of 2 pairs, a success rate of 50% [9, 91]' in words
     assert 'with a significant loss (McNemar p < 0.05) in 0: the target (≥ 90%, no significant loss) is not met' in words
-    assert 'KL+DP is +0.10 points [-0.05, +0.25], not distinguishable from the CE control' in words
+    assert 'KL+DP is +0.10 points [-0.05, +0.25], too few students (2) for the interval to decide' in words
     text = report_module.report_markdown(s, 'plots', {'pair runs': (2, 280), 'CE controls': (2, 8)})
     assert text.startswith('Finished so far: 2 of 280 pair runs, 2 of 8 CE controls.\n\n**Verdict, computed')
 
 
 def test_the_verdict_calls_kldp_better_than_more_training_only_when_the_interval_excludes_zero(report_module):
-    base = {'methods': {}, 'kldp_minus_ce': {'n': 56, 'mean': 0.12, 'ci': [0.01, 0.25], 'positive': 40}}
+    base = {'methods': {}, 'kldp_minus_ce': {'n': 56, 'students': 8, 'mean': 0.12, 'ci': [0.01, 0.25],
+                                             'positive': 40}}
     assert 'above the CE control' in ' '.join(report_module.verdict(base))
     base['kldp_minus_ce']['ci'] = [-0.01, 0.25]
     assert 'not distinguishable from the CE control' in ' '.join(report_module.verdict(base))
     base['kldp_minus_ce'].update(mean=-0.12, ci=[-0.25, -0.01])
     assert 'below the CE control: less than more training' in ' '.join(report_module.verdict(base))
+    base['kldp_minus_ce']['students'] = 4  # a cluster bootstrap over 4 students is not trusted to decide
+    assert 'too few students (4)' in ' '.join(report_module.verdict(base))
