@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from polish_zoo import plateau_reached, rounds, weights_of_round
+from polish_zoo import applied_rounds, plateau_reached, rounds, weights_of_round
 from study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
@@ -69,10 +69,9 @@ def plateaued(name: str) -> Student:
         raise SystemExit(f'{name} is not at a plateau yet ({len(done)} polish rounds): '
                          f'run `python scripts/polish_zoo.py --only {name}` first.')
     k = len(done) - 1  # the rounds before the check
-    start = weights_of_round(POLISH, name, k) if k else ROOT / 'zoo' / name
-    applied = json.loads((ROOT / 'zoo' / 'index.json').read_text())['models']
-    if any(m['name'] == name and m.get('study_plateau', {}).get('polish_rounds') == k for m in applied):
-        start = ROOT / 'zoo' / name  # `polish_zoo.py --apply` put round k's weights there
+    # round k's weights, which `polish_zoo.py --apply` put into the zoo once the polish was done
+    zoo_holds_them = k == 0 or applied_rounds(ROOT / 'zoo', name) == k
+    start = ROOT / 'zoo' / name if zoo_holds_them else weights_of_round(POLISH, name, k)
     if not (start / 'model.safetensors').is_file():
         raise SystemExit(f'the weights of {name} polish round {k} are not on this machine: '
                          f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')

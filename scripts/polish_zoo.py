@@ -78,9 +78,21 @@ def model_of_round(out: Path, zoo: Path, name: str, k: int) -> str:
     return f'local-dir:{zoo / name}' if k == 1 else f'local-dir:{weights_of_round(out, name, k - 1)}'
 
 
-def missing_weights(out: Path, name: str) -> list[int]:
-    """Rounds that another round or a transfer run starts from (all but the last) whose weights are nowhere here."""
-    return [d['round'] for d in rounds(out, name)[:-1]
+def applied_rounds(zoo: Path, name: str) -> int | None:
+    """The polish rounds the zoo's copy of NAME has had (`--apply`), or None if no polish was applied to it."""
+    for m in json.loads((zoo / 'index.json').read_text())['models']:
+        if m['name'] == name and 'study_plateau' in m:
+            return m['study_plateau']['polish_rounds']
+    return None
+
+
+def missing_weights(out: Path, zoo: Path, name: str) -> list[int]:
+    """Rounds that another round or a transfer run starts from (all but the last) whose weights are nowhere here;
+    none once the zoo holds the plateaued model (`--apply` put it there and dropped the rounds' copies)."""
+    done = rounds(out, name)
+    if plateau_reached(done) and applied_rounds(zoo, name) == len(done) - 1:
+        return []
+    return [d['round'] for d in done[:-1]
             if not (weights_of_round(out, name, d['round']) / 'model.safetensors').is_file()]
 
 
@@ -123,7 +135,7 @@ def record_round(out: Path, name: str, k: int) -> Path:
 
 def rebuild(out: Path, zoo: Path, data_dir: str, name: str, threads: int) -> None:
     """Re-run, in order, the committed rounds whose weights are missing; say whether each reproduced its record."""
-    for k in missing_weights(out, name):
+    for k in missing_weights(out, zoo, name):
         old = json.loads((RECORDS / name / f'round{k}.json').read_text())
         new = run_round(out, zoo, data_dir, name, k, threads)
         same = (round(new['top1_after'], 2), new['gains'], new['losses']) == \
@@ -192,7 +204,7 @@ def main(argv=None):
             print(f'{name:12s} ' + ', '.join(f'r{d["round"]} {d["top1_before"]:.2f}->{d["top1_after"]:.2f} '
                                               f'({d["delta"]:+.2f})' for d in done)
                   + ('  PLATEAU' if plateau_reached(done) else '')
-                  + (f'  (weights missing: rounds {missing}; --rebuild)' if (missing := missing_weights(out, name))
+                  + (f'  (weights missing: rounds {missing}; --rebuild)' if (missing := missing_weights(out, zoo, name))
                      else ''))
             continue
         if args.rebuild:

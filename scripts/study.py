@@ -107,7 +107,8 @@ def main_runs() -> list[Run]:
                 if s == t:
                     continue
                 for method in wave:
-                    runs.append(Run(f'{s}__{t}__{method}', 'pair', s, (t,), method, [*PAIR_METHODS[method], '--lr', lr]))
+                    runs.append(Run(f'{s}__{t}__{method}', 'pair', s, (t,), method,
+                                    [*PAIR_METHODS[method], '--lr', lr]))
     return runs
 
 

@@ -41,6 +41,7 @@ def method_summary(results: list[dict], clusters: list[str] | None = None) -> di
         'success_ci': [100.0 * lo, 100.0 * hi],
         'mean_delta': mean(deltas),
         'mean_delta_ci': [mlo, mhi],
+        'significant_loss_pairs': sum(_significant(r, -1) for r in results),
         'significant_losses': 100.0 * sum(_significant(r, -1) for r in results) / n if n else float('nan'),
         'significant_gains': 100.0 * sum(_significant(r, +1) for r in results) / n if n else float('nan'),
         'mean_pos_flips_delta': mean([r['teachers'][0]['pos_flips_delta'] for r in results if r.get('teachers')]),
@@ -273,7 +274,7 @@ def verdict(summary: dict) -> list[str]:
     out = []
     k = summary['methods'].get('kldp')
     if k:
-        losses = round(k['significant_losses'] * k['n'] / 100)
+        losses = k['significant_loss_pairs']
         met = k['success_ci'][0] >= 90 and losses == 0
         out.append(f"KL+DP raised top-1 in {k['successes']} of {k['n']} pairs, a success rate of "
                    f"{k['success_rate']:.0f}% {_ci(k['success_ci'], 0, signed=False)}, mean {k['mean_delta']:+.2f} "
@@ -283,7 +284,7 @@ def verdict(summary: dict) -> list[str]:
     if d:
         lo, hi = d['ci']
         word = (f"too few students ({d['students']}) for the interval to decide anything yet"
-                if d.get('students', MIN_STUDENTS) < MIN_STUDENTS else
+                if d['students'] < MIN_STUDENTS else
                 'above the CE control: more than more training' if lo > 0 else
                 'below the CE control: less than more training' if hi < 0 else
                 'not distinguishable from the CE control: no evidence that it adds anything to more training')
@@ -306,7 +307,7 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
     parts += [methods_table(summary), '']
     d = summary.get('kldp_minus_ce')
     if d:
-        parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs of {d.get('students', '?')} "
+        parts.append(f"**KL+DP minus the CE control** (paired by student, {d['n']} pairs of {d['students']} "
                      f"students, interval from resampling students): {d['mean']:+.2f} points {_ci(d['ci'])}; KL+DP "
                      f"beat its student's control in "
                      f"{d['positive']} of {d['n']} pairs.")
@@ -340,10 +341,11 @@ def write_readme_section(readme: Path, text: str) -> None:
 
 def study_progress(records: list[dict]) -> dict:
     """Finished runs of each kind against the plan of scripts/study.py (zoo size, methods)."""
-    from study import PAIR_METHODS as METHODS, zoo_names
+    from study import zoo_names
     n = len(zoo_names())
     kinds = [r['kind'] for r in records]
-    return {'pair runs': (kinds.count('pair'), n * (n - 1) * len(METHODS)), 'CE controls': (kinds.count('control'), n),
+    return {'pair runs': (kinds.count('pair'), n * (n - 1) * len(PAIR_METHODS)),
+            'CE controls': (kinds.count('control'), n),
             'sequential runs': (kinds.count('sequential'), 2 * n)}
 
 

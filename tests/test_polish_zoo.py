@@ -45,7 +45,7 @@ def test_rounds_and_the_plateau_rule(setup):
     assert polish.plateau_reached(polish.rounds(out, 'm'))  # -0.20 is within the rule, both ways
 
 
-def test_each_round_leaves_a_small_record_and_apply_takes_the_weights_the_check_started_from(setup):
+def test_each_round_leaves_a_small_record_and_apply_takes_the_weights_the_check_started_from(setup, tmp_path):
     out, zoo, records = setup
     for k, (before, after) in enumerate([(85.0, 85.9), (85.9, 86.3), (86.3, 86.4)], start=1):
         fake_round(out, 'm', k, before, after)
@@ -57,6 +57,8 @@ def test_each_round_leaves_a_small_record_and_apply_takes_the_weights_the_check_
     assert (zoo / 'm' / 'model.safetensors').read_bytes() == b'weights after round 2'
     assert not list((records / 'm').glob('round*/'))  # the zoo holds them now; the records stay
     assert sorted(p.name for p in (records / 'm').iterdir()) == ['round1.json', 'round2.json', 'round3.json']
+    # a new machine has only the records and the zoo: nothing needs re-making, --rebuild would train nothing
+    assert polish.applied_rounds(zoo, 'm') == 2 and polish.missing_weights(tmp_path / 'fresh_cache', zoo, 'm') == []
     entry = json.loads((zoo / 'index.json').read_text())['models'][0]
     assert entry['test_top1'] == 86.3 and entry['study_plateau']['polish_rounds'] == 2
     assert [c['round'] for c in entry['study_plateau']['checks']] == [1, 2, 3]
@@ -85,9 +87,9 @@ def test_a_new_machine_reads_the_committed_rounds_and_starts_from_the_committed_
     assert polish.model_of_round(fresh, zoo, 'm', 1) == f'local-dir:{zoo / "m"}'
     assert polish.model_of_round(fresh, zoo, 'm', 3) == f'local-dir:{records / "m" / "round2"}'
     assert polish.model_of_round(out, zoo, 'm', 3) == f'local-dir:{out / "m" / "round2" / "export"}'  # cache first
-    assert polish.missing_weights(fresh, 'm') == []
+    assert polish.missing_weights(fresh, zoo, 'm') == []
     (records / 'm' / 'round1' / 'model.safetensors').unlink()  # a round committed before weights were kept
-    assert polish.missing_weights(fresh, 'm') == [1] and polish.missing_weights(out, 'm') == []
+    assert polish.missing_weights(fresh, zoo, 'm') == [1] and polish.missing_weights(out, zoo, 'm') == []
 
 
 def test_rebuild_re_runs_only_rounds_without_weights_and_says_whether_the_record_was_reproduced(setup, tmp_path,
@@ -116,4 +118,4 @@ def test_rebuild_re_runs_only_rounds_without_weights_and_says_whether_the_record
     assert 'm round 1 rebuilt: reproduced the record (85.90, 100 gains / 50 losses)' in said
     assert 'm round 2 rebuilt: record 85.90 -> 86.30 (100/50), now 85.90 -> 86.28 (100/50)' in said
     assert json.loads((records / 'm' / 'round2.json').read_text())['top1_after'] == 86.28
-    assert polish.missing_weights(fresh, 'm') == []
+    assert polish.missing_weights(fresh, zoo, 'm') == []
