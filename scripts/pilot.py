@@ -8,6 +8,7 @@
     python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
     python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
     python scripts/pilot.py --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
+    python scripts/pilot.py --val resnet_a:kldp/E6 ce/E6   # the budget probe (6 passes instead of the recipe's 2)
     python scripts/pilot.py resnet_a,effnet_a:kldp   # sequential: one stage per teacher
 
 The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
@@ -15,7 +16,9 @@ the export of the last round before the plateau check, e.g. vit_a round 2 (86.88
 vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
 says `@LR`, and a run `ce@LR` is the CE control at that lr; `/T2` sets the distillation temperature (default 1;
-the CE control has none, so a `/T` run is paired with the control of its lr); `+rrc` (or the milder `+crop`)
+the CE control has none, so a `/T` run is paired with the control of its lr); `/E6` trains 6 epochs (passes
+over the transfer split) instead of the recipe's 2, and is paired with the CE control of the same budget (`ce/E6`:
+the budget probe asks whether KL+DP catches up with more training when both get more time); `+rrc` (or the milder `+crop`)
 trains on random resized crops (AUGMENTATIONS) besides the recipe's flips, and such a run is paired with the CE
 control of the same lr and augmentation. `A,B:kldp` transfers from both in sequence (--multi-teacher sequential,
 one budget per teacher, stages in the engine's default order: ascending teacher top-1, METHOD.md; the record's
@@ -53,7 +56,7 @@ LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
 # crop: a mild one (75-100 %, 9:10-10:9), for students whose clean top-1 rrc costs points (vit_a: CE -4.96)
 AUGMENTATIONS = {'rrc': ['--scale', '0.35', '1', '--ratio', '0.75', '1.3333'],
                  'crop': ['--scale', '0.75', '1', '--ratio', '0.9', '1.1111']}
-GRAMMAR = 'TEACHER:METHOD[@LR][/T<temperature>][+AUG]'
+GRAMMAR = 'TEACHER:METHOD[@LR][/T<temperature>][/E<epochs>][+AUG]'
 
 
 @dataclass(frozen=True)
@@ -79,34 +82,44 @@ def plateaued(name: str) -> Student:
 
 
 def run_name(student: Student, teacher: str, method: str, lr: str, val: bool, temperature: str = '',
-             aug: str = '') -> str:
+             aug: str = '', epochs: str = '') -> str:
     name = f'{student.prefix}__{teacher.replace(",", "-")}__{method}' if teacher != '-' else f'{student.prefix}__ce'
     return name + ('' if lr == LR else f'__lr{lr}') + (f'__T{temperature}' if temperature else '') + \
-        (f'__{aug}' if aug else '') + ('__val' if val else '')
+        (f'__E{epochs}' if epochs else '') + (f'__{aug}' if aug else '') + ('__val' if val else '')
 
 
-def parse_spec(spec: str) -> tuple[str, str, str, str, str]:
-    """`TEACHER:METHOD[@LR][/T<temperature>][+AUG]`, or `ce[@LR][+AUG]` for the CE control."""
+def parse_spec(spec: str) -> tuple[str, str, str, str, str, str]:
+    """`TEACHER:METHOD[@LR][/T<temperature>][/E<epochs>][+AUG]`, or `ce[@LR][/E<epochs>][+AUG]` for the CE control.
+
+    Returns (teacher, method, lr, temperature, augmentation, epochs); '' where the recipe's value holds."""
     rest, _, aug = spec.partition('+')
-    body, _, temperature = rest.partition('/')
+    body, *options = rest.split('/')
     head, _, lr = body.partition('@')
     teacher, _, method = head.partition(':') if head != 'ce' else ('-', '', 'ce')
     teachers = teacher.split(',')
     bad = not method or not all(teachers) or len(set(teachers)) < len(teachers) \
         or (teacher == '-') != (method == 'ce') or ('+' in spec and aug not in AUGMENTATIONS)
-    if temperature:
-        number = temperature[1:]
-        bad |= method == 'ce' or not temperature.startswith('T') or not number.replace('.', '', 1).isdigit() \
-            or float(number) <= 0
+    temperature = epochs = ''
+    for option in options:  # in the grammar's order, each at most once
+        number = option[1:]
+        if option.startswith('T') and not temperature and not epochs and method != 'ce':
+            temperature = number
+            bad |= not number.replace('.', '', 1).isdigit() or float(number) <= 0
+        elif option.startswith('E') and not epochs:
+            epochs = number
+            bad |= not number.isdigit() or int(number) <= 0 or number == BASE_FLAGS[BASE_FLAGS.index('--epochs') + 1]
+        else:
+            bad = True
     if bad:
-        raise SystemExit(f'bad run {spec!r}: write {GRAMMAR} (AUG: {", ".join(AUGMENTATIONS)}), e.g. '
-                         f'resnet_a:kldp@3e-3 or resnet_a:kldp/T2+rrc, or ce[@LR][+AUG]')
-    return teacher, method, lr or LR, temperature[1:], aug
+        raise SystemExit(f'bad run {spec!r}: write {GRAMMAR} (AUG: {", ".join(AUGMENTATIONS)}; E: not the recipe\'s '
+                         f'{BASE_FLAGS[BASE_FLAGS.index("--epochs") + 1]}), e.g. resnet_a:kldp@3e-3 or '
+                         f'resnet_a:kldp/T2+rrc, or ce[@LR][/E<epochs>][+AUG]')
+    return teacher, method, lr or LR, temperature, aug, epochs
 
 
 def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
-    teacher, method, lr, temperature, aug = parse_spec(spec)
-    name = run_name(student, teacher, method, lr, val, temperature, aug)
+    teacher, method, lr, temperature, aug, epochs = parse_spec(spec)
+    name = run_name(student, teacher, method, lr, val, temperature, aug, epochs)
     record = PILOT_DIR / f'{name}.json'
     if record.is_file():
         return
@@ -120,6 +133,8 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
     if temperature:
         argv += ['--kd-temperature', temperature]
     argv += AUGMENTATIONS.get(aug, [])
+    if epochs:  # after the recipe's --epochs: argparse keeps the last value
+        argv += ['--epochs', epochs]
     if val:
         argv += ['--val-split', VALIDATION_SPLIT]
     print(f'[pilot] {name} ...', flush=True)
@@ -133,11 +148,13 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
 
 
 def _control_of(stem: str) -> str:
-    """The CE control a run is compared with: its lr, and its augmentation if not the recipe's (`1e-3+rrc`)."""
+    """The CE control a run is compared with: its lr, its augmentation and its budget where not the recipe's
+    (`1e-3+rrc`, `1e-3/E6`)."""
     parts = stem.split('__')
     lr = [part[2:] for part in parts if part.startswith('lr')]
     aug = [part for part in parts if part in AUGMENTATIONS]
-    return (lr[0] if lr else LR) + (f'+{aug[0]}' if aug else '')
+    epochs = [part[1:] for part in parts if part[:1] == 'E' and part[1:].isdigit()]
+    return (lr[0] if lr else LR) + (f'+{aug[0]}' if aug else '') + (f'/E{epochs[0]}' if epochs else '')
 
 
 def paired(student: Student, data_dir: str, val: bool) -> None:
@@ -179,8 +196,10 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 
     for name in [n for n in exports if n != 'start' and not n.startswith('teacher:')]:
         condition = name.split('@')[1] if name.startswith('ce@') else _control_of(name)
-        lr, _, aug = condition.partition('+')
-        entry = {'lr': lr, **({'augmentation': aug} if aug else {}), 'vs_start': versus('start', name)}
+        condition_, _, epochs = condition.partition('/E')
+        lr, _, aug = condition_.partition('+')
+        entry = {'lr': lr, **({'augmentation': aug} if aug else {}), **({'epochs': int(epochs)} if epochs else {}),
+                 'vs_start': versus('start', name)}
         if not name.startswith('ce@'):
             control = f'ce@{condition}'
             if control in right:
@@ -197,7 +216,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
             if any(single in right for single in singles.values()):
                 entry['vs_single'] = {t: versus(single, name) for t, single in singles.items() if single in right}
         out['runs'][name] = entry
-        shown = {k: v for k, v in entry.items() if k not in ('lr', 'augmentation')}
+        shown = {k: v for k, v in entry.items() if k not in ('lr', 'augmentation', 'epochs')}
         print(f'{name:40s} top-1 {out["top1"][name]:.2f}', shown, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
     path = PILOT_DIR / 'paired' / f'{student.prefix}__{"val" if val else "test"}.json'
@@ -208,7 +227,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (scripts/polish_zoo.py)')
-    p.add_argument('runs', nargs='*', metavar=f'{GRAMMAR} | ce[@LR][+AUG]')
+    p.add_argument('runs', nargs='*', metavar=f'{GRAMMAR} | ce[@LR][/E<epochs>][+AUG]')
     p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')
     p.add_argument('--data-dir', default=str(ROOT / 'data'))

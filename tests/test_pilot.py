@@ -13,19 +13,23 @@ VIT_A = pilot.Student('vit_a_r2', Path('start'), Path('check'))
 
 
 @pytest.mark.parametrize('spec, parsed, name, control', [
-    ('resnet_a:kldp', ('resnet_a', 'kldp', '1e-3', '', ''), 'vit_a_r2__resnet_a__kldp', '1e-3'),
-    ('resnet_a:kldp@3e-3', ('resnet_a', 'kldp', '3e-3', '', ''), 'vit_a_r2__resnet_a__kldp__lr3e-3', '3e-3'),
-    ('resnet_a:kldp/T2', ('resnet_a', 'kldp', '1e-3', '2', ''), 'vit_a_r2__resnet_a__kldp__T2', '1e-3'),
-    ('vit_b:kl@1e-4/T0.5', ('vit_b', 'kl', '1e-4', '0.5', ''), 'vit_a_r2__vit_b__kl__lr1e-4__T0.5', '1e-4'),
-    ('resnet_a:kldp+rrc', ('resnet_a', 'kldp', '1e-3', '', 'rrc'), 'vit_a_r2__resnet_a__kldp__rrc', '1e-3+rrc'),
-    ('resnet_a:kldp@3e-3/T2+rrc', ('resnet_a', 'kldp', '3e-3', '2', 'rrc'),
+    ('resnet_a:kldp', ('resnet_a', 'kldp', '1e-3', '', '', ''), 'vit_a_r2__resnet_a__kldp', '1e-3'),
+    ('resnet_a:kldp@3e-3', ('resnet_a', 'kldp', '3e-3', '', '', ''), 'vit_a_r2__resnet_a__kldp__lr3e-3', '3e-3'),
+    ('resnet_a:kldp/T2', ('resnet_a', 'kldp', '1e-3', '2', '', ''), 'vit_a_r2__resnet_a__kldp__T2', '1e-3'),
+    ('vit_b:kl@1e-4/T0.5', ('vit_b', 'kl', '1e-4', '0.5', '', ''), 'vit_a_r2__vit_b__kl__lr1e-4__T0.5', '1e-4'),
+    ('resnet_a:kldp+rrc', ('resnet_a', 'kldp', '1e-3', '', 'rrc', ''), 'vit_a_r2__resnet_a__kldp__rrc', '1e-3+rrc'),
+    ('resnet_a:kldp@3e-3/T2+rrc', ('resnet_a', 'kldp', '3e-3', '2', 'rrc', ''),
      'vit_a_r2__resnet_a__kldp__lr3e-3__T2__rrc', '3e-3+rrc'),
-    ('ce', ('-', 'ce', '1e-3', '', ''), 'vit_a_r2__ce', '1e-3'),
-    ('ce@3e-3', ('-', 'ce', '3e-3', '', ''), 'vit_a_r2__ce__lr3e-3', '3e-3'),
-    ('ce+rrc', ('-', 'ce', '1e-3', '', 'rrc'), 'vit_a_r2__ce__rrc', '1e-3+rrc'),
-    ('resnet_a:kldp+crop', ('resnet_a', 'kldp', '1e-3', '', 'crop'), 'vit_a_r2__resnet_a__kldp__crop', '1e-3+crop'),
-    ('resnet_a,effnet_a:kldp', ('resnet_a,effnet_a', 'kldp', '1e-3', '', ''), 'vit_a_r2__resnet_a-effnet_a__kldp',
+    ('ce', ('-', 'ce', '1e-3', '', '', ''), 'vit_a_r2__ce', '1e-3'),
+    ('ce@3e-3', ('-', 'ce', '3e-3', '', '', ''), 'vit_a_r2__ce__lr3e-3', '3e-3'),
+    ('ce+rrc', ('-', 'ce', '1e-3', '', 'rrc', ''), 'vit_a_r2__ce__rrc', '1e-3+rrc'),
+    ('resnet_a:kldp+crop', ('resnet_a', 'kldp', '1e-3', '', 'crop', ''), 'vit_a_r2__resnet_a__kldp__crop', '1e-3+crop'),
+    ('resnet_a,effnet_a:kldp', ('resnet_a,effnet_a', 'kldp', '1e-3', '', '', ''), 'vit_a_r2__resnet_a-effnet_a__kldp',
      '1e-3'),
+    ('resnet_a:kldp/E6', ('resnet_a', 'kldp', '1e-3', '', '', '6'), 'vit_a_r2__resnet_a__kldp__E6', '1e-3/E6'),
+    ('ce/E6', ('-', 'ce', '1e-3', '', '', '6'), 'vit_a_r2__ce__E6', '1e-3/E6'),
+    ('resnet_a:kldp@3e-3/T2/E4+rrc', ('resnet_a', 'kldp', '3e-3', '2', 'rrc', '4'),
+     'vit_a_r2__resnet_a__kldp__lr3e-3__T2__E4__rrc', '3e-3+rrc/E4'),
 ])
 def test_specs_parse_into_the_names_their_records_keep(spec, parsed, name, control):
     assert pilot.parse_spec(spec) == parsed
@@ -56,10 +60,20 @@ def test_an_augmented_run_adds_its_flags_after_the_recipe(monkeypatch, tmp_path)
 
 @pytest.mark.parametrize('spec', ['resnet_a', 'resnet_a:', ':kldp', 'ce/T2', 'resnet_a:kldp/2', 'resnet_a:kldp/T0',
                                   'resnet_a:kldp/Tx', 'resnet_a:ce', 'resnet_a:kldp+', 'ce+mixup', 'resnet_a,:kldp',
-                                  'resnet_a,resnet_a:kldp'])
+                                  'resnet_a,resnet_a:kldp', 'ce/E', 'ce/E0', 'ce/E2', 'ce/E1.5', 'resnet_a:kldp/E6/T2',
+                                  'resnet_a:kldp/E4/E6', 'resnet_a:kldp/T2/T4'])
 def test_bad_specs_stop_with_the_grammar(spec):
-    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[\+AUG\] \(AUG: rrc, crop\)'):
+    with pytest.raises(SystemExit, match=r'write TEACHER:METHOD\[@LR\]\[/T<temperature>\]\[/E<epochs>\]\[\+AUG\] '
+                                         r"\(AUG: rrc, crop; E: not the recipe's 2\)"):
         pilot.parse_spec(spec)
+
+
+def test_a_budget_run_trains_its_epochs_instead_of_the_recipes(monkeypatch, tmp_path):
+    argv = train_argv('ce/E6', True, monkeypatch, tmp_path)
+    assert argv[argv.index('--experiment') + 1] == 'vit_a_r2__ce__E6__val'
+    assert argv.count('--epochs') == 2 and argv[len(argv) - 1 - argv[::-1].index('--epochs') + 1] == '6'
+    from timm_gkt.config import parse_args  # the engine's parser keeps the last value given
+    assert parse_args(argv).epochs == 6
 
 
 def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
