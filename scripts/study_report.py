@@ -43,6 +43,7 @@ def method_summary(results: list[dict], clusters: list[str] | None = None) -> di
         'mean_delta_ci': [mlo, mhi],
         'significant_loss_pairs': sum(_significant(r, -1) for r in results),
         'significant_losses': 100.0 * sum(_significant(r, -1) for r in results) / n if n else float('nan'),
+        'significant_gain_pairs': sum(_significant(r, +1) for r in results),
         'significant_gains': 100.0 * sum(_significant(r, +1) for r in results) / n if n else float('nan'),
         'mean_pos_flips_delta': mean([r['teachers'][0]['pos_flips_delta'] for r in results if r.get('teachers')]),
         'mean_neg_flips_delta': mean([r['teachers'][0]['neg_flips_delta'] for r in results if r.get('teachers')]),
@@ -276,7 +277,8 @@ def verdict(summary: dict) -> list[str]:
     if k:
         losses = k['significant_loss_pairs']
         met = k['success_ci'][0] >= 90 and losses == 0
-        out.append(f"KL+DP raised top-1 in {k['successes']} of {k['n']} pairs, a success rate of "
+        out.append(f"KL+DP raised top-1 in {k['successes']} of {k['n']} pairs (significantly, McNemar p < 0.05, in "
+                   f"{k['significant_gain_pairs']}), a success rate of "
                    f"{k['success_rate']:.0f}% {_ci(k['success_ci'], 0, signed=False)}, mean {k['mean_delta']:+.2f} "
                    f"points {_ci(k['mean_delta_ci'])}, with a significant loss (McNemar p < 0.05) in {losses}: the "
                    f"target (≥ 90%, no significant loss) is {'met' if met else 'not met'}.")

@@ -44,6 +44,7 @@ def test_report_numbers_on_four_runs(report_module, four_runs):
     # clusters are students: resampled means can only be -0.10, 0.10 or 0.30
     assert k['mean_delta_ci'] == [pytest.approx(-0.10), pytest.approx(0.30)]
     assert k['significant_gains'] == 50.0 and k['significant_losses'] == 0.0
+    assert (k['significant_gain_pairs'], k['significant_loss_pairs']) == (1, 0)
     assert s['methods']['ce']['success_rate'] == 50.0
     # KL+DP minus the control, paired by student: 0.30 - 0.05 and -0.10 + 0.05
     d = s['kldp_minus_ce']
@@ -101,7 +102,7 @@ def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs
     s = report_module.summarize(report_module.load_records(four_runs))
     words = ' '.join(report_module.verdict(s))
     # 1 of 2 pairs gained, no significant loss, but a Wilson interval of [9, 91] cannot show >= 90 %
-    assert 'KL+DP raised top-1 in 1 of 2 pairs, a success rate of 50% [9, 91]' in words
+    assert 'KL+DP raised top-1 in 1 of 2 pairs (significantly, McNemar p < 0.05, in 1), a success rate of 50% [9, 91]' in words
     assert 'with a significant loss (McNemar p < 0.05) in 0: the target (≥ 90%, no significant loss) is not met' in words
     assert 'KL+DP is +0.10 points [-0.05, +0.25], too few students (2) for the interval to decide' in words
     text = report_module.report_markdown(s, 'plots', {'pair runs': (2, 280), 'CE controls': (2, 8)})
