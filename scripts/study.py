@@ -253,6 +253,31 @@ def scan_zoo(args) -> None:
     matrix = {t: {s: validation[s]['teachers'][t]['rho_pos'] for s in names if s != t} for t in names}
     (STUDY_DIR / 'rho_pos_validation.json').write_text(json.dumps({'split': VALIDATION_SPLIT, 'rho_pos': matrix},
                                                                   indent=1))
+    scan_controls(args, names)
+
+
+def scan_controls(args, names: list[str]) -> None:
+    """Each CE control's student against the same seven teachers on the test split: how much of a teacher's
+    complementary knowledge more training alone takes (Δρpos of the control), the yardstick for a transfer's."""
+    from timm_gkt.scan import scan
+    path = STUDY_DIR / 'scan_ce_test.json'
+    if path.is_file():
+        return
+    exports = {s: Path(args.work) / f'{s}__ce' / 'export' for s in names}
+    missing = [s for s, e in exports.items() if not (e / 'model.safetensors').is_file()]
+    if missing:
+        print(f'[study] the CE controls of {", ".join(missing)} are not in {args.work}: run '
+              f'`python scripts/study.py run --part main` first; scan_ce_test.json not written', flush=True)
+        return
+    out = {}
+    for s in names:
+        others = [t for t in names if t != s]
+        r = scan(f'local-dir:{exports[s]}', [f'local-dir:{ZOO / t}' for t in others], 'torch/fashion_mnist',
+                 args.data_dir, split='test')
+        out[s] = {'ce_top1': r['student_top1'],
+                  'teachers': {t: {'rho_pos': e['rho_pos'], 'rho_neg': e['rho_neg']} for t, e in zip(others, r['teachers'])}}
+        print(f'[study] scanned the CE control of {s} on test', flush=True)
+    path.write_text(json.dumps({'split': 'test', 'students': out}, indent=1))
 
 
 def fit_predictor(args) -> None:
@@ -306,6 +331,7 @@ def main(argv=None):
     sub.add_parser('status', help='runs done and left')
     sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))
+    sc.add_argument('--work', default=str(ROOT / 'output' / 'study'), help="the study's run folders (CE controls)")
     fp = sub.add_parser('fit-predictor', help='fit the gain predictor from the KL+DP runs and the test-split scan')
     fp.add_argument('--alpha', type=float, default=1.0, help='ridge penalty on standardised features')
     rep = sub.add_parser('report', help='tables, plots and verdict from studies/zoo/runs')

@@ -50,8 +50,12 @@ def method_summary(results: list[dict], clusters: list[str] | None = None) -> di
     }
 
 
-def summarize(records: list[dict]) -> dict:
-    """Every number of the report, as one JSON-able object."""
+def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict | None = None) -> dict:
+    """Every number of the report, as one JSON-able object.
+
+    ``start_scan`` / ``ce_scan``: the ``students`` of ``scan_test.json`` and ``scan_ce_test.json`` (each zoo
+    student, and each student's CE control, against the other seven on the test split); with them the CE
+    control gets its Δρpos / Δρneg per pair, and each method its Δρpos minus the control's."""
     pairs = {}
     controls = {}
     sequential = {}
@@ -79,6 +83,38 @@ def summarize(records: list[dict]) -> dict:
     out['routing'] = _routing(pairs)
     out['sequential'] = _sequential(sequential, pairs.get('kldp', {}))
     out['by_teacher_strength'] = _by_teacher_strength(pairs)
+    if start_scan and ce_scan and 'ce' in out['methods']:
+        ce_knowledge = _control_knowledge(start_scan, ce_scan)
+        for key, values in (('mean_pos_flips_delta', [v[0] for v in ce_knowledge.values()]),
+                            ('mean_neg_flips_delta', [v[1] for v in ce_knowledge.values()])):
+            out['methods']['ce'][key] = mean(values)
+        out['knowledge_minus_ce'] = {m: _knowledge_minus_control(runs, ce_knowledge)
+                                     for m, runs in pairs.items() if m in PAIR_METHODS}
+    return out
+
+
+def _control_knowledge(start_scan: dict, ce_scan: dict) -> dict:
+    """(student, teacher) -> (Δρpos, Δρneg) of the student's CE control: the teacher's complementary knowledge
+    (ρpos: teacher right, student wrong) and the student's own (ρneg) that more training alone moves."""
+    out = {}
+    for s, entry in ce_scan.items():
+        for t, after in entry['teachers'].items():
+            before = start_scan[s]['teachers'][t]
+            out[(s, t)] = (after['rho_pos'] - before['rho_pos'], after['rho_neg'] - before['rho_neg'])
+    return out
+
+
+def _knowledge_minus_control(runs: dict, ce_knowledge: dict) -> dict | None:
+    """A method's Δρpos and Δρneg minus the CE control's on the same pair, interval by resampling students: the
+    teacher's knowledge the teacher term moved beyond what more training moves."""
+    keys = sorted(k for k in runs if k in ce_knowledge)
+    if not keys:
+        return None
+    out = {'n': len(keys), 'students': len({s for s, _ in keys})}
+    for i, (name, field) in enumerate((('rho_pos', 'pos_flips_delta'), ('rho_neg', 'neg_flips_delta'))):
+        diffs = [runs[k]['teachers'][0][field] - ce_knowledge[k][i] for k in keys]
+        lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
+        out[name] = {'mean': mean(diffs), 'ci': [lo, hi], 'negative': sum(d < 0 for d in diffs)}
     return out
 
 
@@ -314,6 +350,16 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
                      f"beat its student's control in "
                      f"{d['positive']} of {d['n']} pairs.")
         parts.append('')
+    k = (summary.get('knowledge_minus_ce') or {}).get('kldp')
+    if k:
+        parts.append(f"**The teacher's knowledge KL+DP took beyond more training** (its Δρpos minus the CE control's "
+                     f"on the same student and teacher, {k['n']} pairs, interval from resampling students; ρpos is "
+                     f"the share of test images the teacher gets right and the student wrong, so below 0 means the "
+                     f"transfer took more of it than more training did): {k['rho_pos']['mean']:+.2f} points "
+                     f"{_ci(k['rho_pos']['ci'])}, below 0 in {k['rho_pos']['negative']} of {k['n']} pairs; Δρneg "
+                     f"minus the control's (what the student knew and the teacher did not; below 0 means more of "
+                     f"it lost than more training loses): {k['rho_neg']['mean']:+.2f} {_ci(k['rho_neg']['ci'])}.")
+        parts.append('')
     parts += ['Mean Δtransf per student over its teachers (the paper\'s Table 1 on the zoo):', '',
               per_student_table(summary), '']
     routing = summary.get('routing') or {}
@@ -354,7 +400,8 @@ def study_progress(records: list[dict]) -> dict:
 def report_main(args) -> None:
     from study import RUNS_DIR, STUDY_DIR, ROOT
     records = load_records(RUNS_DIR)
-    summary = summarize(records)
+    scans = [STUDY_DIR / 'scan_test.json', STUDY_DIR / 'scan_ce_test.json']
+    summary = summarize(records, *[json.loads(p.read_text())['students'] if p.is_file() else None for p in scans])
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return

@@ -98,6 +98,31 @@ def test_main_runs_every_pairs_kldp_and_kl_before_the_other_methods(monkeypatch)
     assert all(r.flags[-2:] == ['--lr', '1e-3'] for r in runs)
 
 
+def test_the_knowledge_a_transfer_took_is_measured_against_the_control_on_the_same_pair(report_module, four_runs):
+    """Both KL+DP runs lower ρpos by 0.2 (the fixture); the CE controls, scanned against the same teachers,
+    lower it by 0.1 (a <- b) and 0.0 (b <- a), so the teacher term took 0.1 and 0.2 points more."""
+    start = {'a': {'teachers': {'b': {'rho_pos': 5.0, 'rho_neg': 3.0}}},
+             'b': {'teachers': {'a': {'rho_pos': 4.0, 'rho_neg': 2.0}}}}
+    ce = {'a': {'ce_top1': 88.05, 'teachers': {'b': {'rho_pos': 4.9, 'rho_neg': 3.1}}},
+          'b': {'ce_top1': 87.95, 'teachers': {'a': {'rho_pos': 4.0, 'rho_neg': 1.8}}}}
+    s = report_module.summarize(report_module.load_records(four_runs), start, ce)
+    assert s['methods']['ce']['mean_pos_flips_delta'] == pytest.approx(-0.05)
+    assert s['methods']['ce']['mean_neg_flips_delta'] == pytest.approx(-0.05)
+    k = s['knowledge_minus_ce']['kldp']
+    assert (k['n'], k['students']) == (2, 2)
+    assert k['rho_pos']['mean'] == pytest.approx(-0.15) and k['rho_pos']['negative'] == 2
+    assert k['rho_pos']['ci'] == [pytest.approx(-0.2), pytest.approx(-0.1)]  # resampled means: -0.2, -0.15, -0.1
+    assert k['rho_neg']['mean'] == pytest.approx(0.05)  # a: 0 - 0.1, b: 0 - (-0.2)
+    assert k['rho_neg']['ci'] == [pytest.approx(-0.1), pytest.approx(0.2)]
+    text = report_module.report_markdown(s, 'plots')
+    assert '| CE control | 2 students |' in text and '| -0.05 | -0.05 |' in text
+    assert 'beyond more training** (its Δρpos minus the CE control\'s on the same student and teacher, 2 pairs' in text
+    assert '-0.15 points [-0.20, -0.10], below 0 in 2 of 2 pairs; Δρneg' in text
+    # without the scans the control's knowledge columns stay unknown
+    plain = report_module.summarize(report_module.load_records(four_runs))
+    assert 'knowledge_minus_ce' not in plain
+
+
 def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs):
     s = report_module.summarize(report_module.load_records(four_runs))
     words = ' '.join(report_module.verdict(s))
