@@ -83,6 +83,10 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
     out['routing'] = _routing(pairs)
     out['sequential'] = _sequential(sequential, pairs.get('kldp', {}))
     out['by_teacher_strength'] = _by_teacher_strength(pairs)
+    timed = [rec for rec in records if rec.get('wall_seconds') is not None]
+    if timed:  # what the runs cost: their wall times summed (each run one process at `threads` threads)
+        out['compute'] = {'runs': len(timed), 'hours': sum(rec['wall_seconds'] for rec in timed) / 3600,
+                          'threads': sorted({rec.get('threads') for rec in timed if rec.get('threads')})}
     if start_scan and ce_scan and 'ce' in out['methods']:
         ce_knowledge = _control_knowledge(start_scan, ce_scan)
         for key, values in (('mean_pos_flips_delta', [v[0] for v in ce_knowledge.values()]),
@@ -339,6 +343,11 @@ def verdict(summary: dict) -> list[str]:
 
 def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -> str:
     parts = [progress_line(counts), ''] if counts else []
+    c = summary.get('compute')
+    if c:
+        threads = ' or '.join(map(str, c['threads'])) or 'an unrecorded number of'
+        parts += [f"Compute: the {c['runs']} runs took {c['hours']:.1f} hours of wall time in all, each one process "
+                  f"at {threads} thread(s) (summed run by run; runs that ran side by side count each).", '']
     words = verdict(summary)
     if words:
         parts += ['**Verdict, computed from the runs:** ' + ' '.join(words), '']

@@ -123,6 +123,17 @@ def test_the_knowledge_a_transfer_took_is_measured_against_the_control_on_the_sa
     assert 'knowledge_minus_ce' not in plain
 
 
+def test_the_report_sums_what_the_runs_cost(report_module, four_runs):
+    for name, seconds in (('a__b__kldp', 5400), ('a__ce', 1800)):
+        path = four_runs / f'{name}.json'
+        rec = json.loads(path.read_text())
+        path.write_text(json.dumps({**rec, 'wall_seconds': seconds, 'threads': 1}))
+    s = report_module.summarize(report_module.load_records(four_runs))
+    assert s['compute'] == {'runs': 2, 'hours': 2.0, 'threads': [1]}
+    assert 'Compute: the 2 runs took 2.0 hours of wall time in all, each one process at 1 thread(s)' in \
+        report_module.report_markdown(s, 'plots')
+
+
 def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs):
     s = report_module.summarize(report_module.load_records(four_runs))
     words = ' '.join(report_module.verdict(s))
