@@ -36,6 +36,7 @@ def method_summary(results: list[dict], clusters: list[str] | None = None) -> di
     mlo, mhi = bootstrap_mean_ci(deltas, clusters)
     return {
         'n': n,
+        'students': len(set(clusters)) if clusters is not None else n,
         'successes': wins,
         'success_rate': 100.0 * wins / n if n else float('nan'),
         'success_ci': [100.0 * lo, 100.0 * hi],
@@ -273,9 +274,17 @@ def methods_table(summary: dict) -> str:
         n_label = f"{s['n']} students" if m == 'ce' else str(s['n'])
         lines.append(
             f"| {TITLES[m]} | {n_label} | {s['success_rate']:.0f}% [{s['success_ci'][0]:.0f}, {s['success_ci'][1]:.0f}] | "
-            f"{s['mean_delta']:+.2f} {_ci(s['mean_delta_ci'])} | {s['significant_gains']:.0f}% | "
+            f"{s['mean_delta']:+.2f} {_mean_ci(s, m)} | {s['significant_gains']:.0f}% | "
             f"{s['significant_losses']:.0f}% | {_fmt(s['mean_pos_flips_delta'])} | {_fmt(s['mean_neg_flips_delta'])} |")
     return '\n'.join(lines)
+
+
+def _mean_ci(s: dict, method: str) -> str:
+    """The bootstrap interval of a mean Δ, unless it resamples fewer students than an interval can stand on
+    (pairs of one student share that student's noise; the CE control has one run per student)."""
+    if method != 'ce' and s['students'] < MIN_STUDENTS:
+        return f"(no interval: {s['students']} students so far)"
+    return _ci(s['mean_delta_ci'])
 
 
 def _fmt(x, digits=2):

@@ -60,7 +60,7 @@ def test_report_numbers_on_four_runs(report_module, four_runs):
 def test_report_markdown_and_readme_section(report_module, four_runs, tmp_path):
     s = report_module.summarize(report_module.load_records(four_runs))
     text = report_module.report_markdown(s, 'studies/zoo/plots')
-    assert '| KL+DP | 2 | 50% [9, 91] | +0.10 [-0.10, +0.30] | 50% | 0% |' in text
+    assert '| KL+DP | 2 | 50% [9, 91] | +0.10 (no interval: 2 students so far) | 50% | 0% |' in text
     assert '+0.10 points [-0.05, +0.25]' in text
     readme = tmp_path / 'README.md'
     readme.write_text(f'intro\n{report_module.BEGIN}\nold\n{report_module.END}\noutro\n')
@@ -116,6 +116,8 @@ def test_the_knowledge_a_transfer_took_is_measured_against_the_control_on_the_sa
     assert k['rho_neg']['ci'] == [pytest.approx(-0.1), pytest.approx(0.2)]
     text = report_module.report_markdown(s, 'plots')
     assert '| CE control | 2 students |' in text and '| -0.05 | -0.05 |' in text
+    # two students cannot carry a clustered interval: the table says so instead of printing a narrow one
+    assert '| KL+DP | 2 | 50% [9, 91] | +0.10 (no interval: 2 students so far) |' in text
     assert 'beyond more training** (its Δρpos minus the CE control\'s on the same student and teacher, 2 pairs' in text
     assert '-0.15 points [-0.20, -0.10], below 0 in 2 of 2 pairs; Δρneg' in text
     # without the scans the control's knowledge columns stay unknown
