@@ -95,6 +95,14 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
             out['methods']['ce'][key] = mean(values)
         out['knowledge_minus_ce'] = {m: _knowledge_minus_control(runs, ce_knowledge)
                                      for m, runs in pairs.items() if m in PAIR_METHODS}
+        for m, entry in out['knowledge_minus_ce'].items():
+            if entry:  # from teachers weaker / stronger than the student (test top-1), as _by_teacher_strength
+                runs = pairs[m]
+                entry['by_teacher_strength'] = {
+                    side: _knowledge_minus_control({k: r for k, r in runs.items()
+                                                    if (r['teachers'][0]['top1'] < r['top1_before']) == weaker},
+                                                   ce_knowledge)
+                    for side, weaker in (('weaker_teacher', True), ('stronger_teacher', False))}
     return out
 
 
@@ -287,6 +295,10 @@ def _mean_ci(s: dict, method: str) -> str:
     return _ci(s['mean_delta_ci'])
 
 
+def _mean_or_no_ci(entry: dict, students: int) -> str:
+    return _ci(entry['ci']) if students >= MIN_STUDENTS else f'(no interval: {students} students)'
+
+
 def _fmt(x, digits=2):
     return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:+.{digits}f}'
 
@@ -376,7 +388,11 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
                      f"transfer took more of it than more training did): {k['rho_pos']['mean']:+.2f} points "
                      f"{_ci(k['rho_pos']['ci'])}, below 0 in {k['rho_pos']['negative']} of {k['n']} pairs; Δρneg "
                      f"minus the control's (what the student knew and the teacher did not; below 0 means more of "
-                     f"it lost than more training loses): {k['rho_neg']['mean']:+.2f} {_ci(k['rho_neg']['ci'])}.")
+                     f"it lost than more training loses): {k['rho_neg']['mean']:+.2f} {_ci(k['rho_neg']['ci'])}."
+                     + ''.join(f" From {side.split('_')[0]} teachers ({e['n']} pairs): Δρpos {e['rho_pos']['mean']:+.2f} "
+                               f"{_mean_or_no_ci(e['rho_pos'], e['students'])}, Δρneg {e['rho_neg']['mean']:+.2f} "
+                               f"{_mean_or_no_ci(e['rho_neg'], e['students'])} against the control."
+                               for side, e in (k.get('by_teacher_strength') or {}).items() if e))
         parts.append('')
     parts += ['Mean Δtransf per student over its teachers (the paper\'s Table 1 on the zoo):', '',
               per_student_table(summary), '']

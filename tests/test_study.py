@@ -120,6 +120,11 @@ def test_the_knowledge_a_transfer_took_is_measured_against_the_control_on_the_sa
     assert '| KL+DP | 2 | 50% [9, 91] | +0.10 (no interval: 2 students so far) |' in text
     assert 'beyond more training** (its Δρpos minus the CE control\'s on the same student and teacher, 2 pairs' in text
     assert '-0.15 points [-0.20, -0.10], below 0 in 2 of 2 pairs; Δρneg' in text
+    # a <- b: teacher b (90.0) is stronger than a (88.0); b <- a: teacher a (86.0) is weaker than b (88.0)
+    sides = k['by_teacher_strength']
+    assert sides['stronger_teacher']['rho_pos']['mean'] == pytest.approx(-0.1)
+    assert sides['weaker_teacher']['rho_neg']['mean'] == pytest.approx(0.2)
+    assert 'From weaker teachers (1 pairs): Δρpos -0.20 (no interval: 1 students), Δρneg +0.20' in text
     # without the scans the control's knowledge columns stay unknown
     plain = report_module.summarize(report_module.load_records(four_runs))
     assert 'knowledge_minus_ce' not in plain
