@@ -4,7 +4,8 @@
     python scripts/study.py run --part select      # hyper-parameter choice on the validation split (3 pairs)
     python scripts/study.py run --part main        # 56 pairs x 5 methods + one CE control per student
     python scripts/study.py run --part sequential  # each student's 2 and 3 most complementary teachers
-    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers; test: predictor)
+    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers; test: predictor),
+                                                   # and, once they exist, the CE controls against the same teachers
     python scripts/study.py status                 # what is done, what is left
     python scripts/study.py fit-predictor          # the gain predictor of `scan`, from the KL+DP runs
     python scripts/study.py report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
