@@ -141,6 +141,24 @@ def test_the_report_sums_what_the_runs_cost(report_module, four_runs):
         report_module.report_markdown(s, 'plots')
 
 
+def test_sequential_runs_are_set_against_the_best_single_teacher_and_the_control(report_module, four_runs):
+    rec = {'run': 'a__seq2__kldp', 'kind': 'sequential', 'student': 'a', 'teachers': ['b', 'c'], 'method': 'kldp',
+           'results': _results(0.45, 0.002, 60, 15)}
+    (four_runs / 'a__seq2__kldp.json').write_text(json.dumps(rec))
+    _write(four_runs, 'a__c__kldp', 'pair', 'a', ['c'], 'kldp', _results(0.10, 0.4, 30, 20))
+    s = report_module.summarize(report_module.load_records(four_runs))
+    row = s['sequential']['rows'][0]
+    assert (row['best_single'], row['ce']) == (0.30, 0.05)  # a <- b (+0.30) beats a <- c (+0.10)
+    x = s['sequential']['summary']['seq2']
+    assert x['mean_minus_best_single'] == pytest.approx(0.15) and x['beats_best_single'] == 1
+    assert x['minus_ce'] == pytest.approx(0.40) and x['minus_ce_n'] == 1
+    text = report_module.sequential_table(s)
+    assert '| a | b, c | +0.45 (0.002) | +0.30 | +0.05 |' in text
+    assert ('2 teachers in sequence, 1 students: mean Δ +0.45 against +0.30 for the best single teacher of those '
+            '(picked on the test split, which favours it), sequential minus best single +0.15 (no interval: 1 '
+            'students so far), ahead in 1 of 1; minus the CE control +0.40 (no interval yet), with 2 budgets') in text
+
+
 def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs):
     s = report_module.summarize(report_module.load_records(four_runs))
     words = ' '.join(report_module.verdict(s))
