@@ -22,6 +22,8 @@ import json
 import os
 import sys
 import time
+import threading
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +66,12 @@ SELECT_PAIRS = (('vit_a', 'resnet_a'), ('effnet_a', 'byob_a'), ('resnet_a', 'con
 @dataclass
 class Run:
     name: str
-    kind: str  # select | control | pair | sequential
+    kind: str  # select | control | pair | sequential | sequential-control
     student: str
     teachers: tuple[str, ...]
     method: str
     flags: list[str] = field(default_factory=list)
+    after: 'Run | None' = None  # a chained run starts from this run's export instead of the zoo model
 
     @property
     def record_path(self) -> Path:
@@ -124,6 +127,10 @@ def complementary_teachers(student: str, k: int) -> list[str]:
 
 
 def sequential_runs() -> list[Run]:
+    """Each student's 2 and 3 most complementary teachers in sequence (one budget per teacher), and the CE
+    control at as many budgets: the CE control (`S__ce`, budget 1) continued for a second (`S__ce-x2`) and a
+    third (`S__ce-x3`) budget, each its own run from the previous one's export (a sequential stage is exactly
+    one budget of the recipe, so is each link of the chain)."""
     lr = chosen_lr()
     runs = []
     for s in zoo_names():
@@ -131,14 +138,23 @@ def sequential_runs() -> list[Run]:
             teachers = tuple(complementary_teachers(s, k))
             runs.append(Run(f'{s}__seq{k}__kldp', 'sequential', s, teachers, 'kldp',
                             ['--transfer-method', 'kldp', '--multi-teacher', 'sequential', '--lr', lr]))
+        previous = Run(f'{s}__ce', 'control', s, (), 'ce', ['--transfer-method', 'ce', '--lr', lr])
+        for k in (2, 3):
+            previous = Run(f'{s}__ce-x{k}', 'sequential-control', s, (), 'ce',
+                           ['--transfer-method', 'ce', '--lr', lr], after=previous)
+            runs.append(previous)
     return runs
 
 
 PARTS = {'select': select_runs, 'main': main_runs, 'sequential': sequential_runs}
 
 
+def start_of(run: Run, args) -> Path:
+    return Path(args.work) / run.after.name / 'export' if run.after else ZOO / run.student
+
+
 def command(run: Run, args) -> list[str]:
-    cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', f'local-dir:{ZOO / run.student}',
+    cmd = [sys.executable, '-m', 'timm_gkt.train', '--model', f'local-dir:{start_of(run, args)}',
            '--data-dir', args.data_dir, '--output', args.work, '--experiment', run.name, '--resume', 'auto',
            *BASE_FLAGS, *run.flags]
     if run.teachers:
@@ -176,9 +192,23 @@ def _train_in_child(argv: list[str], log: Path) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+_RUN_LOCKS = defaultdict(threading.Lock)  # one run at a time per name: a chained run may run its predecessor
+
+
 def execute(run: Run, args) -> dict | None:
+    with _RUN_LOCKS[run.name]:
+        return _execute(run, args)
+
+
+def _execute(run: Run, args) -> dict | None:
     if run.record_path.is_file():
         return None
+    if run.after:
+        execute(run.after, args)  # no-op when its record exists (another job may be running it: the lock waits)
+        if not (start_of(run, args) / 'model.safetensors').is_file():
+            print(f'[study] {run.name} starts from the export of {run.after.name}, which is not in {args.work} '
+                  f'(it ran on another machine or its folder was removed): skipped', flush=True)
+            return None
     t0 = time.time()
     argv = command(run, args)[3:]  # drop `python -m timm_gkt.train`
     log = Path(args.work) / f'{run.name}.log'
@@ -190,7 +220,7 @@ def execute(run: Run, args) -> dict | None:
     results = json.loads((Path(args.work) / run.name / 'results.json').read_text())
     record = {'run': run.name, 'kind': run.kind, 'student': run.student, 'teachers': list(run.teachers),
               'method': run.method, 'flags': BASE_FLAGS + run.flags, 'wall_seconds': round(time.time() - t0, 1),
-              'threads': args.threads, 'results': results}
+              'threads': args.threads, **({'after': run.after.name} if run.after else {}), 'results': results}
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = run.record_path.with_suffix('.tmp')
     tmp.write_text(json.dumps(record, indent=1))

@@ -60,6 +60,7 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
     pairs = {}
     controls = {}
     sequential = {}
+    chains = {}
     for rec in records:
         if rec['kind'] == 'pair':
             pairs.setdefault(rec['method'], {})[(rec['student'], rec['teachers'][0])] = rec['results']
@@ -67,6 +68,8 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
             controls[rec['student']] = rec['results']
         elif rec['kind'] == 'sequential':
             sequential[(rec['student'], len(rec['teachers']))] = rec
+        elif rec['kind'] == 'sequential-control':  # S__ce-xK: the CE control continued to K budgets
+            chains[(rec['student'], int(rec['run'].rsplit('-x', 1)[1]))] = rec['results']
     all_pairs = sorted({k for m in pairs.values() for k in m})
     out = {'pairs': len(all_pairs), 'students': sorted({s for s, _ in all_pairs} | set(controls)), 'methods': {}}
     for method in PAIR_METHODS:
@@ -82,7 +85,10 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
     out['kldp_unsup_minus_ce'] = _paired_with_control(pairs.get('kldp-unsup', {}), controls)
     out['per_student'] = _per_student(pairs, controls)
     out['routing'] = _routing(pairs)
-    out['sequential'] = _sequential(sequential, pairs.get('kldp', {}), controls)
+    # a chain's Δ from the zoo model: its last link's top-1 minus the CE control's start (the same test images)
+    same_budget = {(s, k): r['top1_after'] - controls[s]['top1_before'] for (s, k), r in chains.items()
+                   if s in controls}
+    out['sequential'] = _sequential(sequential, pairs.get('kldp', {}), controls, same_budget)
     out['by_teacher_strength'] = _by_teacher_strength(pairs)
     timed = [rec for rec in records if rec.get('wall_seconds') is not None]
     if timed:  # what the runs cost: their wall times summed (each run one process at `threads` threads)
@@ -177,10 +183,12 @@ def _routing(pairs: dict) -> dict:
     return out
 
 
-def _sequential(sequential: dict, single: dict, controls: dict | None = None) -> dict | None:
+def _sequential(sequential: dict, single: dict, controls: dict | None = None,
+                same_budget: dict | None = None) -> dict | None:
     """Sequential KL+DP with 2 and 3 teachers vs the best single KL+DP teacher among those used (the paper's
-    claim), and beside the student's CE control (one budget; a sequential run trains one budget per teacher)."""
-    controls = controls or {}
+    claim), and against the student's CE control: at one budget, and continued to as many budgets as the
+    sequential run trains (one per teacher; ``same_budget``: (student, k) -> Δ from the zoo model)."""
+    controls, same_budget = controls or {}, same_budget or {}
     if not sequential:
         return None
     rows = []
@@ -189,7 +197,8 @@ def _sequential(sequential: dict, single: dict, controls: dict | None = None) ->
         rows.append({'student': student, 'teachers': rec['teachers'], 'k': k,
                      'delta': rec['results']['transfer_delta'], 'p_value': rec['results']['p_value'],
                      'best_single': max(singles) if len(singles) == k else None,
-                     'ce': controls[student]['transfer_delta'] if student in controls else None})
+                     'ce': controls[student]['transfer_delta'] if student in controls else None,
+                     'ce_same_budget': same_budget.get((student, k))})
     summary = {}
     for k in (2, 3):
         sel = [r for r in rows if r['k'] == k and r['best_single'] is not None]
@@ -205,6 +214,12 @@ def _sequential(sequential: dict, single: dict, controls: dict | None = None) ->
                 minus_ce = [r['delta'] - r['ce'] for r in with_ce]
                 summary[f'seq{k}'].update(mean_ce=mean([r['ce'] for r in with_ce]), minus_ce=mean(minus_ce),
                                           minus_ce_ci=list(bootstrap_mean_ci(minus_ce)), minus_ce_n=len(with_ce))
+            matched = [r for r in sel if r['ce_same_budget'] is not None]
+            if matched:
+                diffs = [r['delta'] - r['ce_same_budget'] for r in matched]
+                summary[f'seq{k}'].update(minus_ce_same_budget=mean(diffs), minus_ce_same_budget_n=len(matched),
+                                          minus_ce_same_budget_ci=list(bootstrap_mean_ci(diffs)),
+                                          above_ce_same_budget=sum(d > 0 for d in diffs))
     return {'rows': rows, 'summary': summary}
 
 
@@ -326,10 +341,10 @@ def sequential_table(summary: dict) -> str:
     if not seq:
         return ''
     lines = ['| student | teachers (by ρpos on validation) | sequential Δ (p) | best single KL+DP of those | '
-             'CE control (one budget) |', '|---|---|---:|---:|---:|']
+             'CE control, one budget | CE control, as many budgets |', '|---|---|---:|---:|---:|---:|']
     for r in seq['rows']:
         lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | {r['delta']:+.2f} ({r['p_value']:.2g}) | "
-                     f"{_fmt(r['best_single'])} | {_fmt(r.get('ce'))} |")
+                     f"{_fmt(r['best_single'])} | {_fmt(r.get('ce'))} | {_fmt(r.get('ce_same_budget'))} |")
     for k in (2, 3):
         x = seq['summary'].get(f'seq{k}')
         if not x:
@@ -339,7 +354,12 @@ def sequential_table(summary: dict) -> str:
                 f"{x['mean_best_single']:+.2f} for the best single teacher of those (picked on the test split, "
                 f"which favours it), sequential minus best single {x['mean_minus_best_single']:+.2f} {ci}, ahead in "
                 f"{x['beats_best_single']} of {x['n']}")
-        if 'minus_ce' in x:
+        if 'minus_ce_same_budget' in x:
+            n = x['minus_ce_same_budget_n']
+            ce_ci = _ci(x['minus_ce_same_budget_ci']) if n >= MIN_STUDENTS else '(no interval yet)'
+            line += (f"; minus the CE control continued to {k} budgets {x['minus_ce_same_budget']:+.2f} {ce_ci}, "
+                     f"above it in {x['above_ce_same_budget']} of {n}")
+        elif 'minus_ce' in x:
             ce_ci = _ci(x['minus_ce_ci']) if x['minus_ce_n'] >= MIN_STUDENTS else '(no interval yet)'
             line += (f"; minus the CE control {x['minus_ce']:+.2f} {ce_ci}, with {k} budgets of training against "
                      f"the control's one")
@@ -450,7 +470,8 @@ def study_progress(records: list[dict]) -> dict:
     kinds = [r['kind'] for r in records]
     return {'pair runs': (kinds.count('pair'), n * (n - 1) * len(PAIR_METHODS)),
             'CE controls': (kinds.count('control'), n),
-            'sequential runs': (kinds.count('sequential'), 2 * n)}
+            'sequential runs': (kinds.count('sequential'), 2 * n),
+            'CE controls at 2 and 3 budgets': (kinds.count('sequential-control'), 2 * n)}
 
 
 def report_main(args) -> None:

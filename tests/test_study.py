@@ -1,4 +1,5 @@
 """The zoo study's report, on hand-made run records with known rates and intervals."""
+import argparse
 import json
 
 import pytest
@@ -153,10 +154,77 @@ def test_sequential_runs_are_set_against_the_best_single_teacher_and_the_control
     assert x['mean_minus_best_single'] == pytest.approx(0.15) and x['beats_best_single'] == 1
     assert x['minus_ce'] == pytest.approx(0.40) and x['minus_ce_n'] == 1
     text = report_module.sequential_table(s)
-    assert '| a | b, c | +0.45 (0.002) | +0.30 | +0.05 |' in text
+    assert '| a | b, c | +0.45 (0.002) | +0.30 | +0.05 | – |' in text
     assert ('2 teachers in sequence, 1 students: mean Δ +0.45 against +0.30 for the best single teacher of those '
             '(picked on the test split, which favours it), sequential minus best single +0.15 (no interval: 1 '
             'students so far), ahead in 1 of 1; minus the CE control +0.40 (no interval yet), with 2 budgets') in text
+
+
+@pytest.fixture()
+def chained_study(monkeypatch, tmp_path):
+    """scripts/study.py for a one-model zoo whose training child only writes an export and a results.json."""
+    study = import_script('study')
+    monkeypatch.setattr(study, 'chosen_lr', lambda: '1e-3')
+    monkeypatch.setattr(study, 'zoo_names', lambda: ['a'])
+    monkeypatch.setattr(study, 'complementary_teachers', lambda s, k: ['t1', 't2', 't3'][:k])
+    monkeypatch.setattr(study, 'RUNS_DIR', tmp_path / 'runs')
+    trained = []
+
+    def fake_train(argv, log):
+        name = argv[argv.index('--experiment') + 1]
+        trained.append((name, argv[argv.index('--model') + 1]))
+        out = tmp_path / 'work' / name
+        (out / 'export').mkdir(parents=True)
+        (out / 'export' / 'model.safetensors').write_bytes(b'')
+        (out / 'results.json').write_text(json.dumps({'transfer_delta': 0.1, 'p_value': 0.5}))
+        return 0
+    monkeypatch.setattr(study, '_train_in_child', fake_train)
+    args = argparse.Namespace(work=str(tmp_path / 'work'), data_dir='data', teacher_cache='', data_in_memory=False,
+                              threads=1)
+    return study, args, trained
+
+
+def test_the_ce_control_is_continued_for_as_many_budgets_as_a_sequential_run_has(chained_study, tmp_path):
+    study, args, trained = chained_study
+    runs = study.sequential_runs()
+    assert [r.name for r in runs] == ['a__seq2__kldp', 'a__seq3__kldp', 'a__ce-x2', 'a__ce-x3']
+    study.execute(runs[3], args)  # the third budget first: it needs the second, which needs the CE control
+    assert [name for name, _ in trained] == ['a__ce', 'a__ce-x2', 'a__ce-x3']
+    assert trained[0][1] == f'local-dir:{study.ZOO / "a"}'
+    assert trained[1][1] == f'local-dir:{tmp_path / "work" / "a__ce" / "export"}'
+    assert trained[2][1] == f'local-dir:{tmp_path / "work" / "a__ce-x2" / "export"}'
+    rec = json.loads((tmp_path / 'runs' / 'a__ce-x3.json').read_text())
+    assert (rec['kind'], rec['after'], rec['method']) == ('sequential-control', 'a__ce-x2', 'ce')
+    study.execute(runs[2], args)  # finished: skipped
+    assert len(trained) == 3
+
+
+def test_a_chained_run_whose_start_is_on_another_machine_is_skipped(chained_study, tmp_path, capsys):
+    study, args, trained = chained_study
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'a__ce.json').write_text('{}')  # the control's record is committed, its export is not here
+    assert study.execute(study.sequential_runs()[2], args) is None
+    assert trained == [] and not (tmp_path / 'runs' / 'a__ce-x2.json').exists()
+    assert 'a__ce-x2 starts from the export of a__ce, which is not in' in capsys.readouterr().out
+
+
+def test_a_sequential_run_is_set_against_the_ce_control_at_as_many_budgets(report_module, four_runs):
+    rec = {'run': 'a__seq2__kldp', 'kind': 'sequential', 'student': 'a', 'teachers': ['b', 'c'], 'method': 'kldp',
+           'results': _results(0.45, 0.002, 60, 15)}
+    (four_runs / 'a__seq2__kldp.json').write_text(json.dumps(rec))
+    # the control (88.00 -> 88.05) continued for a second budget: 88.05 -> 88.25, +0.25 from the zoo model
+    _write(four_runs, 'a__ce-x2', 'sequential-control', 'a', [], 'ce', _results(0.20, 0.1, 30, 10, before=88.05))
+    _write(four_runs, 'a__c__kldp', 'pair', 'a', ['c'], 'kldp', _results(0.10, 0.4, 30, 20))
+    s = report_module.summarize(report_module.load_records(four_runs))
+    row = s['sequential']['rows'][0]
+    assert row['ce'] == 0.05 and row['ce_same_budget'] == pytest.approx(0.25)
+    x = s['sequential']['summary']['seq2']
+    assert x['minus_ce_same_budget'] == pytest.approx(0.20) and x['above_ce_same_budget'] == 1
+    text = report_module.sequential_table(s)
+    assert '| a | b, c | +0.45 (0.002) | +0.30 | +0.05 | +0.25 |' in text
+    assert 'minus the CE control continued to 2 budgets +0.20 (no interval yet), above it in 1 of 1.' in text
+    counts = report_module.study_progress(report_module.load_records(four_runs))
+    assert counts['CE controls at 2 and 3 budgets'][0] == 1
 
 
 def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs):
