@@ -96,19 +96,10 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
                           'threads': sorted({rec.get('threads') for rec in timed if rec.get('threads')})}
     if start_scan and ce_scan and 'ce' in out['methods']:
         ce_knowledge = _control_knowledge(start_scan, ce_scan)
-        for key, values in (('mean_pos_flips_delta', [v[0] for v in ce_knowledge.values()]),
-                            ('mean_neg_flips_delta', [v[1] for v in ce_knowledge.values()])):
-            out['methods']['ce'][key] = mean(values)
-        out['knowledge_minus_ce'] = {m: _knowledge_minus_control(runs, ce_knowledge)
+        out['methods']['ce']['mean_pos_flips_delta'] = mean([pos for pos, _ in ce_knowledge.values()])
+        out['methods']['ce']['mean_neg_flips_delta'] = mean([neg for _, neg in ce_knowledge.values()])
+        out['knowledge_minus_ce'] = {m: _knowledge_minus_control(runs, ce_knowledge, by_teacher_strength=True)
                                      for m, runs in pairs.items() if m in PAIR_METHODS}
-        for m, entry in out['knowledge_minus_ce'].items():
-            if entry:  # from teachers weaker / stronger than the student (test top-1), as _by_teacher_strength
-                runs = pairs[m]
-                entry['by_teacher_strength'] = {
-                    side: _knowledge_minus_control({k: r for k, r in runs.items()
-                                                    if (r['teachers'][0]['top1'] < r['top1_before']) == weaker},
-                                                   ce_knowledge)
-                    for side, weaker in (('weaker_teacher', True), ('stronger_teacher', False))}
     return out
 
 
@@ -123,9 +114,10 @@ def _control_knowledge(start_scan: dict, ce_scan: dict) -> dict:
     return out
 
 
-def _knowledge_minus_control(runs: dict, ce_knowledge: dict) -> dict | None:
+def _knowledge_minus_control(runs: dict, ce_knowledge: dict, by_teacher_strength: bool = False) -> dict | None:
     """A method's Δρpos and Δρneg minus the CE control's on the same pair, interval by resampling students: the
-    teacher's knowledge the teacher term moved beyond what more training moves."""
+    teacher's knowledge the teacher term moved beyond what more training moves; also for teachers weaker and
+    stronger than the student (test top-1, as _by_teacher_strength)."""
     keys = sorted(k for k in runs if k in ce_knowledge)
     if not keys:
         return None
@@ -134,6 +126,11 @@ def _knowledge_minus_control(runs: dict, ce_knowledge: dict) -> dict | None:
         diffs = [runs[k]['teachers'][0][field] - ce_knowledge[k][i] for k in keys]
         lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
         out[name] = {'mean': mean(diffs), 'ci': [lo, hi], 'negative': sum(d < 0 for d in diffs)}
+    if by_teacher_strength:
+        def side(weaker: bool) -> dict | None:
+            return _knowledge_minus_control({k: r for k, r in runs.items()
+                                             if (r['teachers'][0]['top1'] < r['top1_before']) == weaker}, ce_knowledge)
+        out['by_teacher_strength'] = {'weaker_teacher': side(True), 'stronger_teacher': side(False)}
     return out
 
 
