@@ -57,6 +57,7 @@ LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
 AUGMENTATIONS = {'rrc': ['--scale', '0.35', '1', '--ratio', '0.75', '1.3333'],
                  'crop': ['--scale', '0.75', '1', '--ratio', '0.9', '1.1111']}
 GRAMMAR = 'TEACHER:METHOD[@LR][/T<temperature>][/E<epochs>][+AUG]'
+RECIPE_EPOCHS = BASE_FLAGS[BASE_FLAGS.index('--epochs') + 1]  # a `/E` run names another budget
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,12 @@ def parse_spec(spec: str) -> tuple[str, str, str, str, str, str]:
             bad |= not number.replace('.', '', 1).isdigit() or float(number) <= 0
         elif option.startswith('E') and not epochs:
             epochs = number
-            bad |= not number.isdigit() or int(number) <= 0 or number == BASE_FLAGS[BASE_FLAGS.index('--epochs') + 1]
+            bad |= not number.isdigit() or int(number) <= 0 or number == RECIPE_EPOCHS
         else:
             bad = True
     if bad:
         raise SystemExit(f'bad run {spec!r}: write {GRAMMAR} (AUG: {", ".join(AUGMENTATIONS)}; E: not the recipe\'s '
-                         f'{BASE_FLAGS[BASE_FLAGS.index("--epochs") + 1]}), e.g. resnet_a:kldp@3e-3 or '
+                         f'{RECIPE_EPOCHS}), e.g. resnet_a:kldp@3e-3 or '
                          f'resnet_a:kldp/T2+rrc, or ce[@LR][/E<epochs>][+AUG]')
     return teacher, method, lr or LR, temperature, aug, epochs
 

@@ -4,8 +4,8 @@
     python scripts/study.py run --part select      # hyper-parameter choice on the validation split (3 pairs)
     python scripts/study.py run --part main        # 56 pairs x 5 methods + one CE control per student
     python scripts/study.py run --part sequential  # each student's 2 and 3 most complementary teachers
-    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers; test: predictor),
-                                                   # and, once they exist, the CE controls against the same teachers
+    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers;
+                                                   # test: predictor), and, once they exist, the CE controls
     python scripts/study.py status                 # what is done, what is left
     python scripts/study.py fit-predictor          # the gain predictor of `scan`, from the KL+DP runs
     python scripts/study.py report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 STUDY_DIR = ROOT / 'studies' / 'zoo'
 RUNS_DIR = STUDY_DIR / 'runs'
 ZOO = ROOT / 'zoo'
+WORK = ROOT / 'output' / 'study'  # run folders (checkpoints, exports); --work
 
 # The study's one recipe (shared with scripts/polish_zoo.py, whose rounds are exactly the CE control):
 # SGD with momentum 0.9 (timm 'momentum': no Nesterov), per-update cosine decay, weight decay 1e-4,
@@ -97,10 +98,15 @@ def select_runs() -> list[Run]:
     return runs
 
 
+def ce_control(student: str, lr: str) -> Run:
+    """One more budget of plain cross-entropy: the yardstick of every transfer from this student."""
+    return Run(f'{student}__ce', 'control', student, (), 'ce', ['--transfer-method', 'ce', '--lr', lr])
+
+
 def main_runs() -> list[Run]:
     lr = chosen_lr()
     names = zoo_names()
-    runs = [Run(f'{s}__ce', 'control', s, (), 'ce', ['--transfer-method', 'ce', '--lr', lr]) for s in names]
+    runs = [ce_control(s, lr) for s in names]
     # In two waves, so that a study cut short still answers its main questions over every pair: first the CE
     # controls and, for all 56 pairs, KL+DP and KL-Dist (KL+DP against more training, KL+DP against plain
     # distillation); then the other three methods. Within a wave a pair's runs follow each other (they share
@@ -138,10 +144,9 @@ def sequential_runs() -> list[Run]:
             teachers = tuple(complementary_teachers(s, k))
             runs.append(Run(f'{s}__seq{k}__kldp', 'sequential', s, teachers, 'kldp',
                             ['--transfer-method', 'kldp', '--multi-teacher', 'sequential', '--lr', lr]))
-        previous = Run(f'{s}__ce', 'control', s, (), 'ce', ['--transfer-method', 'ce', '--lr', lr])
+        previous = ce_control(s, lr)
         for k in (2, 3):
-            previous = Run(f'{s}__ce-x{k}', 'sequential-control', s, (), 'ce',
-                           ['--transfer-method', 'ce', '--lr', lr], after=previous)
+            previous = Run(f'{s}__ce-x{k}', 'sequential-control', s, (), 'ce', previous.flags, after=previous)
             runs.append(previous)
     return runs
 
@@ -306,7 +311,8 @@ def scan_controls(args, names: list[str]) -> None:
         r = scan(f'local-dir:{exports[s]}', [f'local-dir:{ZOO / t}' for t in others], 'torch/fashion_mnist',
                  args.data_dir, split='test')
         out[s] = {'ce_top1': r['student_top1'],
-                  'teachers': {t: {'rho_pos': e['rho_pos'], 'rho_neg': e['rho_neg']} for t, e in zip(others, r['teachers'])}}
+                  'teachers': {t: {'rho_pos': e['rho_pos'], 'rho_neg': e['rho_neg']}
+                               for t, e in zip(others, r['teachers'])}}
         print(f'[study] scanned the CE control of {s} on test', flush=True)
     path.write_text(json.dumps({'split': 'test', 'students': out}, indent=1))
 
@@ -354,7 +360,7 @@ def main(argv=None):
     r.add_argument('--part', default='main', help='select, main, sequential (comma-separated)')
     r.add_argument('--jobs', type=int, default=1, help='runs at a time (one thread each)')
     r.add_argument('--threads', type=int, default=1)
-    r.add_argument('--work', default=str(ROOT / 'output' / 'study'))
+    r.add_argument('--work', default=str(WORK))
     r.add_argument('--data-dir', default=str(ROOT / 'data'))
     r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
     r.add_argument('--data-in-memory', action='store_true',
@@ -362,7 +368,7 @@ def main(argv=None):
     sub.add_parser('status', help='runs done and left')
     sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))
-    sc.add_argument('--work', default=str(ROOT / 'output' / 'study'), help="the study's run folders (CE controls)")
+    sc.add_argument('--work', default=str(WORK), help="the study's run folders (CE controls)")
     fp = sub.add_parser('fit-predictor', help='fit the gain predictor from the KL+DP runs and the test-split scan')
     fp.add_argument('--alpha', type=float, default=1.0, help='ridge penalty on standardised features')
     rep = sub.add_parser('report', help='tables, plots and verdict from studies/zoo/runs')

@@ -307,16 +307,15 @@ def methods_table(summary: dict) -> str:
     return '\n'.join(lines)
 
 
+def _ci_over(ci, students: int, note: str | None = None) -> str:
+    """A bootstrap interval, unless it resamples fewer students than an interval can stand on (pairs of one
+    student share that student's noise); then `note`, by default `(no interval: N students so far)`."""
+    return _ci(ci) if students >= MIN_STUDENTS else (note or f'(no interval: {students} students so far)')
+
+
 def _mean_ci(s: dict, method: str) -> str:
-    """The bootstrap interval of a mean Δ, unless it resamples fewer students than an interval can stand on
-    (pairs of one student share that student's noise; the CE control has one run per student)."""
-    if method != 'ce' and s['students'] < MIN_STUDENTS:
-        return f"(no interval: {s['students']} students so far)"
-    return _ci(s['mean_delta_ci'])
-
-
-def _mean_or_no_ci(entry: dict, students: int) -> str:
-    return _ci(entry['ci']) if students >= MIN_STUDENTS else f'(no interval: {students} students)'
+    """A method's mean-Δ interval (the CE control has one run per student: its interval is over students)."""
+    return _ci(s['mean_delta_ci']) if method == 'ce' else _ci_over(s['mean_delta_ci'], s['students'])
 
 
 def _fmt(x, digits=2):
@@ -346,18 +345,18 @@ def sequential_table(summary: dict) -> str:
         x = seq['summary'].get(f'seq{k}')
         if not x:
             continue
-        ci = _ci(x['ci']) if x['n'] >= MIN_STUDENTS else f"(no interval: {x['n']} students so far)"
+        ci = _ci_over(x['ci'], x['n'])
         line = (f"{k} teachers in sequence, {x['n']} students: mean Δ {x['mean_delta']:+.2f} against "
                 f"{x['mean_best_single']:+.2f} for the best single teacher of those (picked on the test split, "
                 f"which favours it), sequential minus best single {x['mean_minus_best_single']:+.2f} {ci}, ahead in "
                 f"{x['beats_best_single']} of {x['n']}")
         if 'minus_ce_same_budget' in x:
             n = x['minus_ce_same_budget_n']
-            ce_ci = _ci(x['minus_ce_same_budget_ci']) if n >= MIN_STUDENTS else '(no interval yet)'
+            ce_ci = _ci_over(x['minus_ce_same_budget_ci'], n, '(no interval yet)')
             line += (f"; minus the CE control continued to {k} budgets {x['minus_ce_same_budget']:+.2f} {ce_ci}, "
                      f"above it in {x['above_ce_same_budget']} of {n}")
         elif 'minus_ce' in x:
-            ce_ci = _ci(x['minus_ce_ci']) if x['minus_ce_n'] >= MIN_STUDENTS else '(no interval yet)'
+            ce_ci = _ci_over(x['minus_ce_ci'], x['minus_ce_n'], '(no interval yet)')
             line += (f"; minus the CE control {x['minus_ce']:+.2f} {ce_ci}, with {k} budgets of training against "
                      f"the control's one")
         lines += ['', line + '.']
@@ -421,6 +420,8 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
         parts.append('')
     k = (summary.get('knowledge_minus_ce') or {}).get('kldp')
     if k:
+        def few(e):
+            return f"(no interval: {e['students']} students)"
         parts.append(f"**The teacher's knowledge KL+DP took beyond more training** (its Δρpos minus the CE control's "
                      f"on the same student and teacher, {k['n']} pairs, interval from resampling students; ρpos is "
                      f"the share of test images the teacher gets right and the student wrong, so below 0 means the "
@@ -428,9 +429,11 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
                      f"{_ci(k['rho_pos']['ci'])}, below 0 in {k['rho_pos']['negative']} of {k['n']} pairs; Δρneg "
                      f"minus the control's (what the student knew and the teacher did not; below 0 means more of "
                      f"it lost than more training loses): {k['rho_neg']['mean']:+.2f} {_ci(k['rho_neg']['ci'])}."
-                     + ''.join(f" From {side.split('_')[0]} teachers ({e['n']} pairs): Δρpos {e['rho_pos']['mean']:+.2f} "
-                               f"{_mean_or_no_ci(e['rho_pos'], e['students'])}, Δρneg {e['rho_neg']['mean']:+.2f} "
-                               f"{_mean_or_no_ci(e['rho_neg'], e['students'])} against the control."
+                     + ''.join(f" From {side.split('_')[0]} teachers ({e['n']} pairs): Δρpos "
+                               f"{e['rho_pos']['mean']:+.2f} "
+                               f"{_ci_over(e['rho_pos']['ci'], e['students'], few(e))}, Δρneg "
+                               f"{e['rho_neg']['mean']:+.2f} {_ci_over(e['rho_neg']['ci'], e['students'], few(e))} "
+                               f"against the control."
                                for side, e in (k.get('by_teacher_strength') or {}).items() if e))
         parts.append('')
     parts += ['Mean Δtransf per student over its teachers (the paper\'s Table 1 on the zoo):', '',
