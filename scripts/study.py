@@ -240,10 +240,28 @@ def run_part(args) -> None:
     todo = [r for r in runs if not r.record_path.is_file()]
     print(f'[study] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go, '
           f'{args.jobs} at a time', flush=True)
+    t0 = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(lambda r: execute(r, args), todo))
+        records = list(pool.map(lambda r: execute(r, args), todo))
     if 'select' in args.part.split(','):
         choose_lr()
+    print(summary_of(args.part, runs, todo, records, time.time() - t0), flush=True)
+
+
+def summary_of(part: str, runs: list, todo: list, records: list, seconds: float) -> str:
+    """The closing lines of `study.py run`: what this call finished, what is still missing and what to do next."""
+    finished = sum(r is not None for r in records)
+    missing = [r.name for r in runs if not r.record_path.is_file()]
+    lines = [f'[study] {part}: {finished} of {len(todo)} runs finished in {seconds / 3600:.1f} h; '
+             f'{len(runs) - len(missing)} of {len(runs)} done']
+    if missing:
+        shown = ', '.join(missing[:5]) + (f' and {len(missing) - 5} more' if len(missing) > 5 else '')
+        lines.append(f'[study] still missing (failed, skipped or stopped; the lines above say which): {shown}. '
+                     f'Run the same command again to go on.')
+    else:
+        lines.append('[study] part complete: `python scripts/study.py --report` rebuilds the README section, '
+                     'plots and summary.json from the records.')
+    return '\n'.join(lines)
 
 
 def choose_lr() -> None:

@@ -241,6 +241,10 @@ def _figure(width, height):
     return fig
 
 
+# METHOD.md's reference success rates (paper, 400 pairs on 10 % of ImageNet); the unsupervised variant has none.
+PAPER_SUCCESS_RATES = {'kl': 32.5, 'xekl': 40.0, 'xekl-mcl': 80.0, 'kldp': 92.5}
+
+
 def plot_success_rates(summary: dict, path: Path) -> Path:
     """The paper's Fig. 4a on the zoo: success rate per method with 95% Wilson intervals."""
     methods = [m for m in ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup') if m in summary['methods']]
@@ -249,7 +253,12 @@ def plot_success_rates(summary: dict, path: Path) -> Path:
     rates = [summary['methods'][m]['success_rate'] for m in methods]
     lows = [r - summary['methods'][m]['success_ci'][0] for r, m in zip(rates, methods)]
     highs = [summary['methods'][m]['success_ci'][1] - r for r, m in zip(rates, methods)]
-    ax.bar(range(len(methods)), rates, yerr=[lows, highs], capsize=4, color='#2f6fb0')
+    ax.bar(range(len(methods)), rates, yerr=[lows, highs], capsize=4, color='#2f6fb0', label='zoo (Fashion-MNIST)')
+    paper = [(i, PAPER_SUCCESS_RATES[m]) for i, m in enumerate(methods) if m in PAPER_SUCCESS_RATES]
+    if paper:
+        ax.scatter([i for i, _ in paper], [r for _, r in paper], marker='D', s=30, color='#e67e22', zorder=3,
+                   label='paper (400 ImageNet pairs)')
+        ax.legend(fontsize=8, loc='upper left')
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels([TITLES[m] for m in methods], fontsize=9)
     ax.set_ylim(0, 100)
@@ -365,6 +374,9 @@ def sequential_table(summary: dict) -> str:
 
 def progress_line(counts: dict) -> str:
     """How much of the study the report stands on: {'pair runs': (done, planned), ...}."""
+    if all(done == planned for done, planned in counts.values()):
+        return 'The study is complete: ' + ', '.join(f'all {planned} {what}' for what, (_, planned) in counts.items()) \
+            + '.'
     return 'Finished so far: ' + ', '.join(f'{done} of {planned} {what}' for what, (done, planned) in counts.items()) \
         + '.'
 

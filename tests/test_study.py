@@ -236,6 +236,8 @@ def test_the_verdict_says_in_words_what_the_numbers_say(report_module, four_runs
     assert 'KL+DP is +0.10 points [-0.05, +0.25], too few students (2) for the interval to decide' in words
     text = report_module.report_markdown(s, 'plots', {'pair runs': (2, 280), 'CE controls': (2, 8)})
     assert text.startswith('Finished so far: 2 of 280 pair runs, 2 of 8 CE controls.\n\n**Verdict, computed')
+    done = report_module.report_markdown(s, 'plots', {'pair runs': (280, 280), 'CE controls': (8, 8)})
+    assert done.startswith('The study is complete: all 280 pair runs, all 8 CE controls.\n\n**Verdict, computed')
 
 
 def test_the_verdict_calls_kldp_better_than_more_training_only_when_the_interval_excludes_zero(report_module):
@@ -248,3 +250,21 @@ def test_the_verdict_calls_kldp_better_than_more_training_only_when_the_interval
     assert 'below the CE control: less than more training' in ' '.join(report_module.verdict(base))
     base['kldp_minus_ce']['students'] = 4  # a cluster bootstrap over 4 students is not trusted to decide
     assert 'too few students (4)' in ' '.join(report_module.verdict(base))
+
+
+def test_a_study_call_ends_with_what_it_finished_and_what_is_missing(chained_study, tmp_path, capsys):
+    study, args, trained = chained_study
+    run_args = argparse.Namespace(**vars(args), part='sequential', jobs=1)
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'a__ce.json').write_text('{}')  # its export is not here: the chained controls are skipped
+    study.run_part(run_args)
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith('[study] sequential: 2 of 4 runs finished in 0.0 h; 2 of 4 done')
+    assert out[-1] == ('[study] still missing (failed, skipped or stopped; the lines above say which): a__ce-x2, '
+                       'a__ce-x3. Run the same command again to go on.')
+    study.run_part(run_args)  # nothing left that can run here: the same two are still missing
+    assert capsys.readouterr().out.splitlines()[-2].startswith('[study] sequential: 0 of 2 runs finished')
+    for name in ('a__ce-x2', 'a__ce-x3'):
+        (tmp_path / 'runs' / f'{name}.json').write_text('{}')
+    study.run_part(run_args)
+    assert capsys.readouterr().out.splitlines()[-1].startswith('[study] part complete: `python scripts/study.py --report`')
