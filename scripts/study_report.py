@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from timm_gkt.results import pvalue_text
 from timm_gkt.stats import SIGNIFICANCE, bootstrap_mean_ci, mean, wilson_interval
 
 PAIR_METHODS = ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup')
@@ -348,7 +349,7 @@ def sequential_table(summary: dict) -> str:
     lines = ['| student | teachers (by ρpos on validation) | sequential Δ (p) | best single KL+DP of those | '
              'CE control, one budget | CE control, as many budgets |', '|---|---|---:|---:|---:|---:|']
     for r in seq['rows']:
-        lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | {r['delta']:+.2f} ({r['p_value']:.2g}) | "
+        lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | {r['delta']:+.2f} ({pvalue_text(r['p_value'], 2)}) | "
                      f"{_fmt(r['best_single'])} | {_fmt(r.get('ce'))} | {_fmt(r.get('ce_same_budget'))} |")
     for k in (2, 3):
         x = seq['summary'].get(f'seq{k}')

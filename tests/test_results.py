@@ -3,7 +3,7 @@ import pytest
 from hubkit import make_results
 
 from timm_gkt.results import (
-    Row, Verdict, before_after_rows, format_table, markdown_rows, transfer_delta, verdict, verdict_of,
+    Row, Verdict, before_after_rows, format_table, markdown_rows, pvalue_text, transfer_delta, verdict, verdict_of,
 )
 
 
@@ -13,7 +13,7 @@ from timm_gkt.results import (
     (0.18, 0.24, 10000, Verdict('no significant change',
                                 'no significant change: +0.18 points (p = 0.24, one image = 0.01)')),
     # just below and just above the 5% level
-    (0.20, 0.0499, 10000, Verdict('improved', 'improved: +0.20 points (p = 0.05)')),
+    (0.20, 0.0499, 10000, Verdict('improved', 'improved: +0.20 points (p = 0.0499)')),
     (0.20, 0.0501, 10000, Verdict('no significant change',
                                   'no significant change: +0.20 points (p = 0.05, one image = 0.01)')),
     (-0.20, 0.0501, 10000, Verdict('no significant change',
@@ -29,6 +29,14 @@ from timm_gkt.results import (
 ])
 def test_verdict_calls_a_change_improved_or_worse_only_when_significant(delta, p, n, expected):
     assert verdict(delta, p, n) == expected
+
+
+@pytest.mark.parametrize('p, digits, text', [
+    (0.0499, 2, '0.0499'), (0.04999, 3, '0.04999'), (0.0501, 2, '0.05'), (0.05, 2, '0.05'), (0.0123, 2, '0.012'),
+    (2.04e-5, 3, '2.04e-05'), (1.0, 2, '1'), (None, 2, '–'),
+])
+def test_a_p_value_is_never_rounded_across_the_five_percent_level(p, digits, text):
+    assert pvalue_text(p, digits) == text
 
 
 def test_verdict_of_prefers_the_stored_verdict_and_computes_one_for_older_results():

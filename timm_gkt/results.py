@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-
-SIGNIFICANCE_LEVEL = 0.05  # McNemar p below this calls a change significant (wording only; the push gate is the user's)
+from .stats import SIGNIFICANCE  # McNemar p below it calls a change significant (wording only; the gate is the user's)
 
 
 # ----------------------------------------------------------------------------- numbers as text
@@ -41,9 +40,19 @@ def signed(x: Any, digits: int = 2) -> str:
     return '–' if x is None else f'{x:+.{digits}f}'
 
 
-def pvalue_text(p: Any) -> str:
+def pvalue_text(p: Any, digits: int = 3) -> str:
+    """A p-value to ``digits`` significant digits, more where rounding would carry it across the 5% level.
+
+    "p = 0.05" beside "improved" would read as a contradiction of the rule p < 0.05: 0.0499 stays 0.0499.
+    """
     p = num(p)
-    return '–' if p is None else f'{p:.3g}'
+    if p is None:
+        return '–'
+    for d in range(digits, 7):
+        text = f'{p:.{d}g}'
+        if (float(text) < SIGNIFICANCE) == (p < SIGNIFICANCE):
+            return text
+    return text
 
 
 def transfer_delta(results: dict) -> float | None:
@@ -70,8 +79,8 @@ def verdict(delta: float | None, p_value: float | None, eval_samples: int | None
     delta, p_value = num(delta), num(p_value)
     if delta is None:
         return Verdict('no result', 'no result: the run recorded no transfer delta')
-    p_text = 'no p-value' if p_value is None else f'p = {p_value:.2g}'
-    significant = p_value is not None and p_value < SIGNIFICANCE_LEVEL
+    p_text = 'no p-value' if p_value is None else f'p = {pvalue_text(p_value, 2)}'
+    significant = p_value is not None and p_value < SIGNIFICANCE
     if significant and delta != 0:
         word = 'improved' if delta > 0 else 'worse'
         return Verdict(word, f'{word}: {delta:+.2f} points ({p_text})')
