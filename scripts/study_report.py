@@ -248,7 +248,7 @@ PAPER_SUCCESS_RATES = {'kl': 32.5, 'xekl': 40.0, 'xekl-mcl': 80.0, 'kldp': 92.5}
 
 def plot_success_rates(summary: dict, path: Path) -> Path:
     """The paper's Fig. 4a on the zoo: success rate per method with 95% Wilson intervals."""
-    methods = [m for m in ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup') if m in summary['methods']]
+    methods = [m for m in PAIR_METHODS if m in summary['methods']]
     fig = _figure(7.0, 3.8)
     ax = fig.subplots()
     rates = [summary['methods'][m]['success_rate'] for m in methods]
@@ -349,7 +349,8 @@ def sequential_table(summary: dict) -> str:
     lines = ['| student | teachers (by ρpos on validation) | sequential Δ (p) | best single KL+DP of those | '
              'CE control, one budget | CE control, as many budgets |', '|---|---|---:|---:|---:|---:|']
     for r in seq['rows']:
-        lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | {r['delta']:+.2f} ({pvalue_text(r['p_value'], 2)}) | "
+        lines.append(f"| {r['student']} | {', '.join(r['teachers'])} | "
+                     f"{r['delta']:+.2f} ({pvalue_text(r['p_value'], 2)}) | "
                      f"{_fmt(r['best_single'])} | {_fmt(r.get('ce'))} | {_fmt(r.get('ce_same_budget'))} |")
     for k in (2, 3):
         x = seq['summary'].get(f'seq{k}')

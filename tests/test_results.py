@@ -33,7 +33,7 @@ def test_verdict_calls_a_change_improved_or_worse_only_when_significant(delta, p
 
 @pytest.mark.parametrize('p, digits, text', [
     (0.0499, 2, '0.0499'), (0.04999, 3, '0.04999'), (0.0501, 2, '0.05'), (0.05, 2, '0.05'), (0.0123, 2, '0.012'),
-    (2.04e-5, 3, '2.04e-05'), (1.0, 2, '1'), (None, 2, '–'),
+    (2.04e-5, 3, '2.04e-05'), (1.0, 2, '1'), (0.0499, 8, '0.0499'), (None, 2, '–'),
 ])
 def test_a_p_value_is_never_rounded_across_the_five_percent_level(p, digits, text):
     assert pvalue_text(p, digits) == text

@@ -48,10 +48,11 @@ def pvalue_text(p: Any, digits: int = 3) -> str:
     p = num(p)
     if p is None:
         return '–'
-    for d in range(digits, 7):
-        text = f'{p:.{d}g}'
+    text = f'{p:.{digits}g}'
+    for d in range(digits + 1, 7):
         if (float(text) < SIGNIFICANCE) == (p < SIGNIFICANCE):
-            return text
+            break
+        text = f'{p:.{d}g}'
     return text
 
 
