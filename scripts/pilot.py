@@ -197,8 +197,8 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 
     for name in [n for n in exports if n != 'start' and not n.startswith('teacher:')]:
         condition = name.split('@')[1] if name.startswith('ce@') else _control_of(name)
-        condition_, _, epochs = condition.partition('/E')
-        lr, _, aug = condition_.partition('+')
+        lr_and_aug, _, epochs = condition.partition('/E')
+        lr, _, aug = lr_and_aug.partition('+')
         entry = {'lr': lr, **({'augmentation': aug} if aug else {}), **({'epochs': int(epochs)} if epochs else {}),
                  'vs_start': versus('start', name)}
         if not name.startswith('ce@'):

@@ -245,14 +245,15 @@ def run_part(args) -> None:
         records = list(pool.map(lambda r: execute(r, args), todo))
     if 'select' in args.part.split(','):
         choose_lr()
-    print(summary_of(args.part, runs, todo, records, time.time() - t0), flush=True)
+    print(summary_of(args.part, runs, records, time.time() - t0), flush=True)
 
 
-def summary_of(part: str, runs: list, todo: list, records: list, seconds: float) -> str:
-    """The closing lines of `study.py run`: what this call finished, what is still missing and what to do next."""
+def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
+    """The closing lines of `study.py run`: what this call finished (``records``: one per run it tried, None
+    where it finished nothing), what is still missing and what to do next."""
     finished = sum(r is not None for r in records)
     missing = [r.name for r in runs if not r.record_path.is_file()]
-    lines = [f'[study] {part}: {finished} of {len(todo)} runs finished in {seconds / 3600:.1f} h; '
+    lines = [f'[study] {part}: {finished} of {len(records)} runs finished in {seconds / 3600:.1f} h; '
              f'{len(runs) - len(missing)} of {len(runs)} done']
     if missing:
         shown = ', '.join(missing[:5]) + (f' and {len(missing) - 5} more' if len(missing) > 5 else '')
