@@ -34,17 +34,7 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-def import_script(name: str):
-    """Import ``scripts/NAME.py`` as a module (with scripts/ on the path while it imports its siblings)."""
-    import importlib
-    sys.path.insert(0, str(ROOT / 'scripts'))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / 'scripts'))
-
-
-MICRO_ZOO = ROOT / 'tests' / 'microzoo'  # made by `python scripts/build_zoo.py --quick --out tests/microzoo`
+MICRO_ZOO = ROOT / 'tests' / 'microzoo'  # made by `python -m studies.zoo.build --quick --out tests/microzoo`
 
 
 @pytest.fixture(scope='session')
@@ -57,7 +47,7 @@ def micro_zoo(data_dir, tmp_path_factory) -> Path:
         if candidate and (Path(candidate) / 'index.json').is_file():
             return Path(candidate)
     out = tmp_path_factory.mktemp('microzoo') / 'zoo'
-    subprocess.run([sys.executable, str(ROOT / 'scripts' / 'build_zoo.py'), '--quick', '--out', str(out),
+    subprocess.run([sys.executable, '-m', 'studies.zoo.build', '--quick', '--out', str(out),
                     '--data-dir', str(data_dir)], check=True, cwd=ROOT)
     return out
 

@@ -1,11 +1,12 @@
-"""scripts/build_zoo.py: the micro-zoo it trains is in Hub layout, indexed, and reproduces its recorded top-1."""
+"""studies/zoo/build.py: the micro-zoo it trains is in Hub layout, indexed, and reproduces its recorded top-1."""
 from __future__ import annotations
+
+import importlib
 
 import json
 
 import pytest
 import torch
-from conftest import import_script
 
 pytestmark = pytest.mark.slow  # one micro-zoo model is trained, the committed ones are verified
 
@@ -29,7 +30,7 @@ def test_micro_zoo_index_describes_three_families(micro_zoo):
 def test_builder_makes_the_committed_micro_vit(micro_zoo, data_dir, tmp_path, capsys):
     """`build_zoo.py --quick --only q_vit` trains the ViT of the committed micro-zoo again: same layout, same
     recipe in the index, a top-1 within a point of the committed one (thread counts may change the last bits)."""
-    build_zoo = import_script('build_zoo')
+    build_zoo = importlib.import_module('studies.zoo.build')
     threads = torch.get_num_threads()
     try:
         build_zoo.main(['--quick', '--only', 'q_vit', '--out', str(tmp_path / 'zoo'), '--data-dir', str(data_dir),
@@ -47,7 +48,7 @@ def test_builder_makes_the_committed_micro_vit(micro_zoo, data_dir, tmp_path, ca
 
 
 def test_verify_reloads_each_model_and_reproduces_its_top1(micro_zoo, data_dir, capsys):
-    assert import_script('build_zoo').verify(micro_zoo, data_dir) is True
+    assert importlib.import_module('studies.zoo.build').verify(micro_zoo, data_dir) is True
     assert capsys.readouterr().out.count(' ok') == 3
 
 
@@ -61,7 +62,7 @@ def test_verify_fails_on_a_wrong_record(micro_zoo, data_dir, tmp_path, capsys, m
     true_top1 = index['models'][0]['test_top1']
     index['models'][0]['test_top1'] += 0.5
     (zoo / 'index.json').write_text(json.dumps(index))
-    build_zoo = import_script('build_zoo')
+    build_zoo = importlib.import_module('studies.zoo.build')
     monkeypatch.setattr(build_zoo, 'evaluate', lambda model, preprocessing, dataset: true_top1)
     assert build_zoo.verify(zoo, data_dir) is False
     assert 'MISMATCH' in capsys.readouterr().out

@@ -1,14 +1,15 @@
-"""scripts/pilot.py's run specs and run names: what a spec on the command line trains, and under which name its
+"""studies/zoo/pilot.py's run specs and run names: what a spec on the command line trains, and under which name its
 record is kept (a finished record is what makes a run skipped). No training."""
 from __future__ import annotations
+
+import importlib
 
 from pathlib import Path
 
 import pytest
 
-from conftest import import_script
 
-pilot = import_script('pilot')
+pilot = importlib.import_module('studies.zoo.pilot')
 VIT_A = pilot.Student('vit_a_r2', Path('start'), Path('check'))
 
 
@@ -86,7 +87,7 @@ def test_a_teacher_chain_is_one_sequential_run(monkeypatch, tmp_path):
 
 def test_the_student_starts_from_the_committed_polish_weights_and_says_how_to_remake_missing_ones(tmp_path,
                                                                                               monkeypatch):
-    polish = pilot.sys.modules['polish_zoo']
+    polish = pilot.sys.modules['studies.zoo.polish']
     records, cache = tmp_path / 'records', tmp_path / 'cache'  # a new machine: committed records, an empty cache
     monkeypatch.setattr(polish, 'RECORDS', records)
     monkeypatch.setattr(pilot, 'POLISH', cache)
@@ -95,7 +96,7 @@ def test_the_student_starts_from_the_committed_polish_weights_and_says_how_to_re
         (records / 'm' / f'round{k}.json').write_text(pilot.json.dumps(
             {'top1_before': before, 'top1_after': after, 'transfer_delta': after - before, 'p_value': 0.5,
              'gains': 10, 'losses': 5}))
-    with pytest.raises(SystemExit, match=r'polish round 1 are not on this machine: run `python scripts/polish_zoo.py '
+    with pytest.raises(SystemExit, match=r'polish round 1 are not on this machine: run `python -m studies.zoo.polish '
                                          r'--only m --rebuild` first'):
         pilot.plateaued('m')
     (records / 'm' / 'round1').mkdir()

@@ -1,14 +1,15 @@
-"""scripts/polish_zoo.py's bookkeeping on hand-made round results: the plateau rule, the committed round records,
+"""studies/zoo/polish.py's bookkeeping on hand-made round results: the plateau rule, the committed round records,
 and --apply (which weights go into the zoo, which checks into index.json). No training."""
 from __future__ import annotations
+
+import importlib
 
 import json
 
 import pytest
 
-from conftest import import_script
 
-polish = import_script('polish_zoo')
+polish = importlib.import_module('studies.zoo.polish')
 
 
 def fake_round(out, name, k, before, after, p=0.5):

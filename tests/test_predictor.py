@@ -112,7 +112,7 @@ def test_without_a_fitted_predictor_scan_says_so():
     result = annotate_scan(json.loads(json.dumps(SCAN)), None)
     assert result['predictor'] is None and 'predicted_delta' not in result['teachers'][0]
     assert format_prediction(result) == [
-        'predicted gain: no fitted predictor in this installation (run scripts/study.py --fit-predictor)']
+        'predicted gain: no fitted predictor in this installation (run python -m studies.zoo.study fit-predictor)']
 
 
 def test_pair_features_from_a_scan_entry():

@@ -1,14 +1,14 @@
 """The zoo study's report, on hand-made run records with known rates and intervals."""
 import argparse
+import importlib
 import json
 
 import pytest
-from conftest import import_script
 
 
 @pytest.fixture()
 def report_module():
-    return import_script('study_report')
+    return importlib.import_module('studies.zoo.report')
 
 
 def _results(delta, p, gains, losses, teacher_top1=90.0, before=88.0, routed=None):
@@ -74,7 +74,7 @@ def test_report_markdown_and_readme_section(report_module, four_runs, tmp_path):
 def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(tmp_path):
     """The study passes --teacher-cache to every run; the training CLI must accept it with each run's flags."""
     import argparse
-    study = import_script('study')
+    study = importlib.import_module('studies.zoo.study')
     from timm_gkt.config import check_flags, parse_args
     args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'),
                               data_in_memory=False)
@@ -86,7 +86,7 @@ def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(
 
 def test_main_runs_every_pairs_kldp_and_kl_before_the_other_methods(monkeypatch):
     """A study cut short still has KL+DP and KL-Dist on all 56 pairs and every CE control: the first wave."""
-    study = import_script('study')
+    study = importlib.import_module('studies.zoo.study')
     monkeypatch.setattr(study, 'chosen_lr', lambda: '1e-3')
     runs = study.main_runs()
     assert len(runs) == 8 + 56 * 5 and len({r.name for r in runs}) == len(runs)
@@ -162,8 +162,8 @@ def test_sequential_runs_are_set_against_the_best_single_teacher_and_the_control
 
 @pytest.fixture()
 def chained_study(monkeypatch, tmp_path):
-    """scripts/study.py for a one-model zoo whose training child only writes an export and a results.json."""
-    study = import_script('study')
+    """studies/zoo/study.py for a one-model zoo whose training child only writes an export and a results.json."""
+    study = importlib.import_module('studies.zoo.study')
     monkeypatch.setattr(study, 'chosen_lr', lambda: '1e-3')
     monkeypatch.setattr(study, 'zoo_names', lambda: ['a'])
     monkeypatch.setattr(study, 'complementary_teachers', lambda s, k: ['t1', 't2', 't3'][:k])
@@ -267,4 +267,4 @@ def test_a_study_call_ends_with_what_it_finished_and_what_is_missing(chained_stu
     for name in ('a__ce-x2', 'a__ce-x3'):
         (tmp_path / 'runs' / f'{name}.json').write_text('{}')
     study.run_part(run_args)
-    assert capsys.readouterr().out.splitlines()[-1].startswith('[study] part complete: `python scripts/study.py --report`')
+    assert capsys.readouterr().out.splitlines()[-1].startswith('[study] part complete: `python -m studies.zoo.study --report`')

@@ -1,7 +1,7 @@
 """Predicted KL+DP gain before training: a small ridge regression on what ``scan`` measures.
 
 The model maps a pair's scan features (ρpos, ρneg, teacher minus student top-1, flip entropy,
-student top-1) to KL+DP's Δtransf. It is fitted on the zoo study (``scripts/study.py``), validated
+student top-1) to KL+DP's Δtransf. It is fitted on the zoo study (``studies/zoo/study.py``), validated
 leave-one-student-out (every student's pairs predicted by a model that never saw that student), and
 its coefficients live in ``predictor.json`` beside this module. The interval is the
 leave-one-student-out error, not the in-sample one: it says how far a prediction for a *new*
@@ -131,7 +131,7 @@ def format_prediction(result: dict) -> list[str]:
     """The lines ``scan`` prints under its table."""
     p = result.get('predictor')
     if not p:
-        return ['predicted gain: no fitted predictor in this installation (run scripts/study.py --fit-predictor)']
+        return ['predicted gain: no fitted predictor in this installation (run python -m studies.zoo.study fit-predictor)']
     v, on = p['validation'], p['fitted_on']
     lines = [f"predicted KL+DP Δtransf (95% interval), fitted on {on.get('pairs', '?')} pairs of "
              f"{on.get('students', '?')} students ({on.get('description', 'the zoo study')}); leave-one-student-out "

@@ -1,17 +1,17 @@
 #!/usr/bin/env python
 """Pilot of the zoo study on its plateaued students: transfer runs, each paired with the student's CE control.
 
-    python scripts/pilot.py resnet_a:kldp resnet_a:kl vit_b:kldp vit_b:kl effnet_a:kldp   # resumable
-    python scripts/pilot.py --paired              # -> studies/zoo/pilot/paired/vit_a_r2__test.json
-    python scripts/pilot.py --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
-    python scripts/pilot.py --val --paired        # -> studies/zoo/pilot/paired/vit_a_r2__val.json
-    python scripts/pilot.py --student mambaout_a resnet_a:kldp   # another plateaued student
-    python scripts/pilot.py --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
-    python scripts/pilot.py --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
-    python scripts/pilot.py --val resnet_a:kldp/E6 ce/E6   # the budget probe (6 passes instead of the recipe's 2)
-    python scripts/pilot.py resnet_a,effnet_a:kldp   # sequential: one stage per teacher
+    python -m studies.zoo.pilot resnet_a:kldp resnet_a:kl vit_b:kldp vit_b:kl effnet_a:kldp   # resumable
+    python -m studies.zoo.pilot --paired              # -> studies/zoo/pilot/paired/vit_a_r2__test.json
+    python -m studies.zoo.pilot --val resnet_a:kldp@3e-3 ce@3e-3   # the lr probe, on the validation split
+    python -m studies.zoo.pilot --val --paired        # -> studies/zoo/pilot/paired/vit_a_r2__val.json
+    python -m studies.zoo.pilot --student mambaout_a resnet_a:kldp   # another plateaued student
+    python -m studies.zoo.pilot --val resnet_a:kldp/T2   # the temperature probe (distillation temperature 2)
+    python -m studies.zoo.pilot --val resnet_a:kldp+rrc ce+rrc   # the augmentation probe (random resized crops)
+    python -m studies.zoo.pilot --val resnet_a:kldp/E6 ce/E6   # the budget probe (6 passes instead of the recipe's 2)
+    python -m studies.zoo.pilot resnet_a,effnet_a:kldp   # sequential: one stage per teacher
 
-The student (--student, default vit_a) is the zoo model after its polish rounds (`python scripts/polish_zoo.py`):
+The student (--student, default vit_a) is the zoo model after its polish rounds (`python -m studies.zoo.polish`):
 the export of the last round before the plateau check, e.g. vit_a round 2 (86.88), whose runs are named
 vit_a_r2__...; its CE control at lr 1e-3 is the check round itself (vit_a round 3: +0.14, p = 0.14).
 Every run uses the study's recipe (study.BASE_FLAGS); the learning rate is the CE control's 1e-3 unless a run
@@ -43,13 +43,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from polish_zoo import applied_rounds, plateau_reached, rounds, weights_of_round
-from study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
+from .polish import applied_rounds, plateau_reached, rounds, weights_of_round
+from .study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
 WORK = ROOT / '.zoo_cache' / 'pilot'
 POLISH = ROOT / '.zoo_cache' / 'polish'
-LR = '1e-3'  # the CE control's (scripts/polish_zoo.py RECIPE)
+LR = '1e-3'  # the CE control's (studies/zoo/polish.py RECIPE)
 # the recipe trains on flips only (study.BASE_FLAGS); a `+NAME` run adds these flags after it. rrc: Inception-style
 # crops of 35-100 % of the image at aspect ratios 3:4-4:3, the augmentation under which a teacher's soft targets on
 # a view can say more than the view's label (Beyer et al. 2022, "a good teacher is patient and consistent");
@@ -71,14 +71,14 @@ def plateaued(name: str) -> Student:
     done = rounds(POLISH, name)
     if not plateau_reached(done):
         raise SystemExit(f'{name} is not at a plateau yet ({len(done)} polish rounds): '
-                         f'run `python scripts/polish_zoo.py --only {name}` first.')
+                         f'run `python -m studies.zoo.polish --only {name}` first.')
     k = len(done) - 1  # the rounds before the check
     # round k's weights, which `polish_zoo.py --apply` put into the zoo once the polish was done
     zoo_holds_them = k == 0 or applied_rounds(ROOT / 'zoo', name) == k
     start = ROOT / 'zoo' / name if zoo_holds_them else weights_of_round(POLISH, name, k)
     if not (start / 'model.safetensors').is_file():
         raise SystemExit(f'the weights of {name} polish round {k} are not on this machine: '
-                         f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')
+                         f'run `python -m studies.zoo.polish --only {name} --rebuild` first.')
     return Student(f'{name}_r{k}', start, weights_of_round(POLISH, name, k + 1))
 
 
@@ -227,7 +227,7 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (scripts/polish_zoo.py)')
+    p.add_argument('--student', default='vit_a', help='a zoo model at its plateau (studies/zoo/polish.py)')
     p.add_argument('runs', nargs='*', metavar=f'{GRAMMAR} | ce[@LR][/E<epochs>][+AUG]')
     p.add_argument('--val', action='store_true', help=f'score on the validation split {VALIDATION_SPLIT}')
     p.add_argument('--paired', action='store_true')

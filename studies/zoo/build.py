@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train the offline model zoo on Fashion-MNIST and save each model in Hub layout.
 
-    python scripts/build_zoo.py                 # the committed zoo (hours on 2 cores; cached, resumable)
-    python scripts/build_zoo.py --only vit_a    # one model
-    python scripts/build_zoo.py --verify        # reload every committed model, check its recorded top-1
-    python scripts/build_zoo.py --quick --out /tmp/microzoo   # 3 small models in about a minute, for tests
+    python -m studies.zoo.build                 # the committed zoo (hours on 2 cores; cached, resumable)
+    python -m studies.zoo.build --only vit_a    # one model
+    python -m studies.zoo.build --verify        # reload every committed model, check its recorded top-1
+    python -m studies.zoo.build --quick --out /tmp/microzoo   # 3 small models in about a minute, for tests
 
 Every model is trained to a plateau: after training, a copy is fine-tuned for 2 more
 epochs of plain cross-entropy at the transfer learning rate (SGD 1e-3, momentum 0.9);
@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from timm_gkt.data import (  # noqa: E402
     FASHION_MNIST_LABELS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_image_dataset, load_fashion_mnist_tensors,
@@ -187,8 +186,8 @@ def run_epochs(model, images, labels, recipe: Recipe, adaptor, optimizer, schedu
 
 def create_zoo_model(entry: ZooEntry):
     import timm
-    # CNNs take any input size; patch-based models fix theirs at construction
-    size_arg = {} if entry.family == 'CNN' else {'img_size': entry.img_size}
+    # CNNs (and MobileViT) take any input size; patch-based models fix theirs at construction
+    size_arg = {} if entry.family in ('CNN', 'hybrid') else {'img_size': entry.img_size}
     model = timm.create_model(entry.architecture, pretrained=False, num_classes=10, in_chans=entry.in_chans,
                               **size_arg, **entry.model_kwargs)
     prep = entry.preprocessing
@@ -390,7 +389,7 @@ def _study_cell(r) -> str:
 
 
 def markdown_table(records) -> str:
-    study = any('study_plateau' in r for r in records)  # scripts/polish_zoo.py --apply: the study recipe's rounds
+    study = any('study_plateau' in r for r in records)  # studies/zoo/polish.py --apply: the study recipe's rounds
     lines = ['| name | family | architecture | params | input (C×H×W) | normalisation (mean) | recipe | test top-1 | '
              'plateau check Δ |' + (' study-recipe polish: rounds, check Δ (p) |' if study else ''),
              '|---|---|---|---:|---|---|---|---:|---:|' + ('---:|' if study else '')]

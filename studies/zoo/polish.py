@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Polish the zoo to a plateau under the study's own recipe.
 
-    python scripts/polish_zoo.py --only vit_a          # resumable; one round = one CE run of the study recipe
-    python scripts/polish_zoo.py --status              # rounds so far, per model
-    python scripts/polish_zoo.py --only vit_a --rebuild  # re-make committed rounds whose weights are missing
+    python -m studies.zoo.polish --only vit_a          # resumable; one round = one CE run of the study recipe
+    python -m studies.zoo.polish --status              # rounds so far, per model
+    python -m studies.zoo.polish --only vit_a --rebuild  # re-make committed rounds whose weights are missing
 
 The plateau rule: one more budget of plain cross-entropy at the study's recipe (the CE control)
 moves test top-1 by at most 0.2 points. Each round runs exactly that CE control on the current
@@ -32,14 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from study import BASE_FLAGS  # noqa: E402  (scripts/ is on the path when this file runs)
+from .study import BASE_FLAGS
 
 TOLERANCE = 0.2
 RECORDS = ROOT / 'studies' / 'zoo' / 'polish'  # one committed record per round
-# The study's recipe (scripts/study.py BASE_FLAGS: SGD momentum 0.9, per-update cosine, wd 1e-4, batch 128, flips
+# The study's recipe (studies/zoo/study.py BASE_FLAGS: SGD momentum 0.9, per-update cosine, wd 1e-4, batch 128, flips
 # only, two passes over the 55,000 transfer images) at lr 1e-3: each polish round is exactly the CE control.
 RECIPE = [*BASE_FLAGS, '--lr', '1e-3']
 
@@ -158,7 +157,7 @@ def apply(out: Path, zoo: Path, name: str) -> None:
         src = weights_of_round(out, name, k - 1) / 'model.safetensors'
         if not src.is_file():
             raise SystemExit(f'{name}: the weights of round {k - 1} are not on this machine; '
-                             f'run `python scripts/polish_zoo.py --only {name} --rebuild` first.')
+                             f'run `python -m studies.zoo.polish --only {name} --rebuild` first.')
         shutil.copyfile(src, zoo / name / 'model.safetensors')
     # zoo/NAME now holds the plateaued weights: the rounds' committed copies were only needed to get here
     for folder in sorted((RECORDS / name).glob('round*/')):

@@ -1,6 +1,6 @@
 """The zoo study's report: from studies/zoo/runs/*.json to tables, two plots, a verdict and README text.
 
-Used by ``python scripts/study.py report``. Everything is computed from the committed run records,
+Used by ``python -m studies.zoo.study report``. Everything is computed from the committed run records,
 so the README section can be rebuilt without training.
 """
 from __future__ import annotations
@@ -478,8 +478,8 @@ def write_readme_section(readme: Path, text: str) -> None:
 
 
 def study_progress(records: list[dict]) -> dict:
-    """Finished runs of each kind against the plan of scripts/study.py (zoo size, methods)."""
-    from study import zoo_names
+    """Finished runs of each kind against the plan of studies/zoo/study.py (zoo size, methods)."""
+    from .study import zoo_names
     n = len(zoo_names())
     kinds = [r['kind'] for r in records]
     return {'pair runs': (kinds.count('pair'), n * (n - 1) * len(PAIR_METHODS)),
@@ -489,7 +489,7 @@ def study_progress(records: list[dict]) -> dict:
 
 
 def report_main(args) -> None:
-    from study import RUNS_DIR, STUDY_DIR, ROOT
+    from .study import RUNS_DIR, STUDY_DIR, ROOT
     records = load_records(RUNS_DIR)
     scans = [STUDY_DIR / 'scan_test.json', STUDY_DIR / 'scan_ce_test.json']
     summary = summarize(records, *[json.loads(p.read_text())['students'] if p.is_file() else None for p in scans])

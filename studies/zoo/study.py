@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """The zoo study: does General Knowledge Transfer make the zoo's students better than more training does?
 
-    python scripts/study.py run --part select      # hyper-parameter choice on the validation split (3 pairs)
-    python scripts/study.py run --part main        # 56 pairs x 5 methods + one CE control per student
-    python scripts/study.py run --part sequential  # each student's 2 and 3 most complementary teachers
-    python scripts/study.py scan                   # every pair scanned (validation: sequential teachers;
+    python -m studies.zoo.study run --part select      # hyper-parameter choice on the validation split (3 pairs)
+    python -m studies.zoo.study run --part main        # 56 pairs x 5 methods + one CE control per student
+    python -m studies.zoo.study run --part sequential  # each student's 2 and 3 most complementary teachers
+    python -m studies.zoo.study scan                   # every pair scanned (validation: sequential teachers;
                                                    # test: predictor), and, once they exist, the CE controls
-    python scripts/study.py status                 # what is done, what is left
-    python scripts/study.py fit-predictor          # the gain predictor of `scan`, from the KL+DP runs
-    python scripts/study.py report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
+    python -m studies.zoo.study status                 # what is done, what is left
+    python -m studies.zoo.study fit-predictor          # the gain predictor of `scan`, from the KL+DP runs
+    python -m studies.zoo.study report [--json]        # tables, plots and verdict from studies/zoo/runs/*.json
 
 Every run is one ``timm_gkt.train`` process with its own folder under ``--work`` (checkpoints,
 export; resumed with ``--resume auto`` when it was killed halfway). A finished run's results are
@@ -28,15 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 STUDY_DIR = ROOT / 'studies' / 'zoo'
 RUNS_DIR = STUDY_DIR / 'runs'
 ZOO = ROOT / 'zoo'
 WORK = ROOT / 'output' / 'study'  # run folders (checkpoints, exports); --work
 
-# The study's one recipe (shared with scripts/polish_zoo.py, whose rounds are exactly the CE control):
+# The study's one recipe (shared with studies/zoo/polish.py, whose rounds are exactly the CE control):
 # SGD with momentum 0.9 (timm 'momentum': no Nesterov), per-update cosine decay, weight decay 1e-4,
 # batch 128, flips only (the zoo was trained with shifts and flips), two passes over the 55,000
 # transfer images: the first 55,000 training images; the last 5,000 are the validation split on
@@ -57,7 +56,7 @@ PAIR_METHODS = {
     'kldp': ['--transfer-method', 'kldp'],
     'kldp-unsup': ['--transfer-method', 'kldp', '--dp-mode', 'unsupervised'],
 }
-FIRST_WAVE = ('kldp', 'kl')  # scripts/study.py run --part main runs these for every pair before the rest
+FIRST_WAVE = ('kldp', 'kl')  # studies/zoo/study.py run --part main runs these for every pair before the rest
 METHOD_TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL',
                  'kldp': 'KL+DP', 'kldp-unsup': 'KL+DP unsup.'}
 # three pairs for the choice of lr: a stronger, an about equal and a weaker teacher, three families
@@ -85,7 +84,7 @@ def zoo_names() -> list[str]:
 
 def chosen_lr() -> str:
     if not CHOSEN_LR_FILE.is_file():
-        raise SystemExit('no learning rate chosen yet: run `python scripts/study.py run --part select` first.')
+        raise SystemExit('no learning rate chosen yet: run `python -m studies.zoo.study run --part select` first.')
     return json.loads(CHOSEN_LR_FILE.read_text())['lr']
 
 
@@ -126,7 +125,7 @@ def complementary_teachers(student: str, k: int) -> list[str]:
     """The k teachers with the most complementary knowledge (ρpos on the validation split)."""
     path = STUDY_DIR / 'rho_pos_validation.json'
     if not path.is_file():
-        raise SystemExit('no pair scan yet: run `python scripts/study.py scan` first.')
+        raise SystemExit('no pair scan yet: run `python -m studies.zoo.study scan` first.')
     matrix = json.loads(path.read_text())
     col = {t: row[student] for t, row in matrix['rho_pos'].items() if t != student}
     return sorted(col, key=lambda t: -col[t])[:k]
@@ -260,7 +259,7 @@ def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
         lines.append(f'[study] still missing (failed, skipped or stopped; the lines above say which): {shown}. '
                      f'Run the same command again to go on.')
     else:
-        lines.append('[study] part complete: `python scripts/study.py --report` rebuilds the README section, '
+        lines.append('[study] part complete: `python -m studies.zoo.study --report` rebuilds the README section, '
                      'plots and summary.json from the records.')
     return '\n'.join(lines)
 
@@ -322,7 +321,7 @@ def scan_controls(args, names: list[str]) -> None:
     missing = [s for s, e in exports.items() if not (e / 'model.safetensors').is_file()]
     if missing:
         print(f'[study] the CE controls of {", ".join(missing)} are not in {args.work}: run '
-              f'`python scripts/study.py run --part main` first; scan_ce_test.json not written', flush=True)
+              f'`python -m studies.zoo.study run --part main` first; scan_ce_test.json not written', flush=True)
         return
     out = {}
     for s in names:
@@ -412,7 +411,7 @@ def main(argv=None):
     elif args.command == 'status':
         status(args)
     else:
-        from study_report import report_main  # scripts/study_report.py
+        from .report import report_main
         report_main(args)
 
 
