@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import resource
 import statistics
 import sys
@@ -134,7 +133,7 @@ class SizedForTeacher(nn.Module):
 
 def frozen_models(args, student, teacher_res, device):
     """The teacher and the frozen student as timm_gkt's FrozenModel, in bf16 under --amp."""
-    from timm_gkt.frozen import FrozenModel, frozen_copy
+    from timm_gkt.models.frozen import FrozenModel, frozen_copy
     teacher = FrozenModel(copy.deepcopy(teacher_res.model), student.preprocessing, teacher_res.preprocessing,
                           name=teacher_res.name)
     frozen = frozen_copy(student.model, student.preprocessing)
@@ -179,7 +178,7 @@ def task_trainer(args, device, task):
 # ----------------------------------------------------------------------------- data
 
 def load_everything(args, device):
-    from timm_gkt.models import load_model
+    from timm_gkt.models.load import load_model
     pretrained = not args.random_init
     student = load_model(args.student, pretrained=pretrained)
     teachers = [load_model(s, pretrained=pretrained) for s in (args.teacher, args.teacher2) if s]
@@ -190,14 +189,14 @@ def load_everything(args, device):
 
 def train_config(args):
     """The training CLI's defaults (augmentation, seed) with this benchmark's batch size and workers."""
-    from timm_gkt.config import parse_args
+    from timm_gkt.cli.config import parse_args
     return parse_args(['--model', args.student, '-b', str(args.batch_size), '-j', str(args.workers), '--seed', '0'])
 
 
 def replay_subset(args, student, n: int):
     """The first ``n`` training images through the engine's training loader (replayable, yields indices)."""
-    from timm_gkt.data import create_image_dataset
-    from timm_gkt.engine import create_train_loader
+    from timm_gkt.data.sources import create_image_dataset
+    from timm_gkt.transfer.engine import create_train_loader
     base = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', args.data_dir, 'train'), range(n))
     loader = create_train_loader(train_config(args), base, student)
     return loader.dataset, loader
@@ -223,8 +222,9 @@ def fixed_batch(args, student, device):
 
 def prefilled(args, cache_root, frozen, name, x, index, num_samples, num_classes):
     """A cached wrapper around ``frozen`` whose rows for this batch are already published."""
-    from timm_gkt.cache import CachedFrozenModel, TeacherCache
-    from timm_gkt.fingerprint import CacheKey
+    from timm_gkt.cache.frozen import CachedFrozenModel
+    from timm_gkt.cache.store import TeacherCache
+    from timm_gkt.cache.keys import CacheKey
     outputs = TeacherCache(cache_root).open(CacheKey({'benchmark': name}), num_samples, num_classes)
     wrapped = CachedFrozenModel(frozen, outputs)
     wrapped.bind(0, index)
@@ -238,9 +238,9 @@ def prefilled(args, cache_root, frozen, name, x, index, num_samples, num_classes
 
 def step_contenders(args, device, student, teachers, batch, cache_root):
     from timm.task import LogitDistillationTask
-    from timm_gkt.cache import cached_batch
-    from timm_gkt.objectives import cross_entropy, kl_div_loss
-    from timm_gkt.tasks import KLDPTask
+    from timm_gkt.cache.frozen import cached_batch
+    from timm_gkt.transfer.objectives import cross_entropy, kl_div_loss
+    from timm_gkt.transfer.tasks import KLDPTask
     x, y, index = batch
     n, classes = int(index.max()) + 1, student.num_classes
     teacher, frozen = frozen_models(args, student, teachers[0], device)
@@ -289,7 +289,8 @@ def step_contenders(args, device, student, teachers, batch, cache_root):
 def two_teacher_contenders(args, device, student, teachers, batch, cache_root, online, cached, cached_task,
                            with_cache):
     """One batch through both sequential stages: stage 2's frozen student is stage 1's result."""
-    from timm_gkt.tasks import KLDPTask, frozen_copy
+    from timm_gkt.transfer.tasks import KLDPTask
+    from timm_gkt.models.frozen import frozen_copy
     x, y, index = batch
     n = int(index.max()) + 1
     teacher2, _ = frozen_models(args, student, teachers[1], device)
@@ -319,10 +320,11 @@ def two_teacher_contenders(args, device, student, teachers, batch, cache_root, o
 def epoch_contenders(args, device, student, teachers, cache_root: Path):
     """Whole epochs over a replayable subset; the cache rows are real: keyed by content, filled, committed."""
     from timm.data import create_loader
-    from timm_gkt.cache import TeacherCache, cached_batch, commit_cached
-    from timm_gkt.data import ModeDataset
-    from timm_gkt.objectives import cross_entropy
-    from timm_gkt.tasks import KLDPTask
+    from timm_gkt.cache.store import TeacherCache
+    from timm_gkt.cache.frozen import cached_batch, cached_frozen_model, commit_cached
+    from timm_gkt.data.sources import ModeDataset
+    from timm_gkt.transfer.objectives import cross_entropy
+    from timm_gkt.transfer.tasks import KLDPTask
     ds, loader = replay_subset(args, student, args.epoch_images)
     prep, config = student.preprocessing, train_config(args)
     # the same loader without replay: what seeding every sample's augmentation costs
@@ -350,7 +352,7 @@ def epoch_contenders(args, device, student, teachers, cache_root: Path):
                 t0 = time.perf_counter()
                 root = self.cache_dir() if callable(self.cache_dir) else self.cache_dir
                 cache = TeacherCache(root, args.storage)
-                t, fs = cache.wrap(teacher, ds), cache.wrap(frozen, ds)
+                t, fs = cached_frozen_model(cache, teacher, ds), cached_frozen_model(cache, frozen, ds)
                 setup_times.append(time.perf_counter() - t0)
             self.task = KLDPTask(model, t, fs)
             self.trainer = task_trainer(args, device, self.task)
@@ -383,7 +385,7 @@ def epoch_contenders(args, device, student, teachers, cache_root: Path):
 
 
 def cache_sizes(read_root: Path, epoch_images: int, num_classes: int) -> dict:
-    from timm_gkt.cache import storage_format
+    from timm_gkt.cache.store import storage_format
     files = sorted(read_root.glob('*/epoch-00000.*.npy'))
     per_view = {name: storage_format(name, num_classes).dtype.itemsize * 10_000
                 for name in ['float32', 'float16'] + ([f'topk:{min(5, num_classes - 1)}'] if num_classes > 2 else [])}
@@ -395,8 +397,9 @@ def cache_sizes(read_root: Path, epoch_images: int, num_classes: int) -> dict:
 
 def exactness(args, device, student, teachers, cache_root: Path) -> dict:
     """One epoch from the same start, online and from cached logits: per-step relative loss differences."""
-    from timm_gkt.cache import TeacherCache, cached_batch, commit_cached
-    from timm_gkt.tasks import KLDistillationTask, KLDPTask
+    from timm_gkt.cache.store import TeacherCache
+    from timm_gkt.cache.frozen import cached_batch, cached_frozen_model, commit_cached
+    from timm_gkt.transfer.tasks import KLDistillationTask, KLDPTask
     ds, loader = replay_subset(args, student, args.epoch_images)
     ds.set_epoch(0)
     torch.manual_seed(0)
@@ -421,8 +424,8 @@ def exactness(args, device, student, teachers, cache_root: Path) -> dict:
         results[method] = {}
         for storage in storages:
             root = cache_root / f'exactness-{storage.replace(":", "")}'
-            losses(method, *(TeacherCache(root, storage).wrap(m, ds) for m in (teacher, frozen)))  # fills
-            cached = losses(method, *(TeacherCache(root, storage).wrap(m, ds) for m in (teacher, frozen)))
+            losses(method, *(cached_frozen_model(TeacherCache(root, storage), m, ds) for m in (teacher, frozen)))  # fills
+            cached = losses(method, *(cached_frozen_model(TeacherCache(root, storage), m, ds) for m in (teacher, frozen)))
             rel = [abs(a - b) / abs(a) for a, b in zip(online, cached)]
             results[method][storage] = {'max_rel': max(rel), 'median_rel': statistics.median(rel),
                                         'steps': len(rel)}

@@ -26,7 +26,8 @@ FASHION_LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal
 
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
-    from timm_gkt.data import DataUnavailableError, prepare_fashion_mnist
+    from timm_gkt.errors import DataUnavailableError
+    from timm_gkt.data.sources import prepare_fashion_mnist
     try:
         prepare_fashion_mnist(DATA_DIR, allow_download=False)
     except DataUnavailableError as e:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from timm_gkt.data import FASHION_MNIST_LABELS, load_fashion_mnist_tensors
+from timm_gkt.data.sources import FASHION_MNIST_LABELS, load_fashion_mnist_tensors
 
 TRAIN_PER_CLASS = 12
 VAL_PER_CLASS = 20

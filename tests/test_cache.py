@@ -14,20 +14,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from timm_gkt.cache import (
-    CacheError,
-    CachedFrozenModel,
-    CachedOutputs,
-    DenseFormat,
-    TeacherCache,
-    TopKFormat,
-    cached_batch,
-    cached_predict,
-    commit_cached,
-    storage_format,
-)
-from timm_gkt.fingerprint import CacheKey
-from timm_gkt.models import Preprocessing
+from timm_gkt.errors import CacheError
+from timm_gkt.cache.frozen import CachedFrozenModel, cached_batch, cached_frozen_model, cached_predict, commit_cached
+from timm_gkt.cache.store import CachedOutputs, DenseFormat, TeacherCache, TopKFormat, storage_format
+from timm_gkt.cache.keys import CacheKey
+from timm_gkt.models.load import Preprocessing
 
 C = 4
 N = 10
@@ -175,7 +166,7 @@ def test_wrapper_refuses_a_batch_without_or_with_wrong_indices(tmp_path):
         wrapped(batch([1, 2, 3]))
     wrapped.bind(0, [1, 2])
     wrapped(batch([1, 2]))
-    with pytest.raises(RuntimeError, match='begin_batch'):  # a binding serves one call, not the next batch
+    with pytest.raises(RuntimeError, match='bind_batch'):  # a binding serves one call, not the next batch
         wrapped(batch([1, 2]))
     with pytest.raises(IndexError):
         wrapped.bind(0, [N])
@@ -214,7 +205,7 @@ class PixelClassifier(nn.Module):
 
 
 def test_each_models_eval_pass_is_paid_once(tmp_path):
-    from timm_gkt.evaluation import predict
+    from timm_gkt.evaluation.predictions import predict
     prep = Preprocessing((1, 8, 8), (0.5,), (0.25,))
     ds, cache = Images(), TeacherCache(tmp_path)
     a, b = PixelClassifier(0), PixelClassifier(1)
@@ -236,11 +227,11 @@ def test_each_models_eval_pass_is_paid_once(tmp_path):
 def drive(zoo, data_dir, method, cache=None, epochs=2, batches=3, batch_size=16):
     """A hand-written transfer loop with the calls the engine makes; returns per-step losses and the task."""
     from timm.data import create_loader
-    from timm_gkt.data import create_image_dataset
-    from timm_gkt.models import load_model
-    from timm_gkt.replay import ReplayDataset
-    from timm_gkt.frozen import FrozenModel, frozen_copy
-    from timm_gkt.tasks import KLDistillationTask, KLDPTask
+    from timm_gkt.data.sources import create_image_dataset
+    from timm_gkt.models.load import load_model
+    from timm_gkt.data.replay import ReplayDataset
+    from timm_gkt.models.frozen import FrozenModel, frozen_copy
+    from timm_gkt.transfer.tasks import KLDistillationTask, KLDPTask
     student, teacher = load_model(f'local-dir:{zoo}/q_vit'), load_model(f'local-dir:{zoo}/q_cnn')
     prep = student.preprocessing
     base = torch.utils.data.Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'train'),
@@ -253,7 +244,8 @@ def drive(zoo, data_dir, method, cache=None, epochs=2, batches=3, batch_size=16)
     frozen_teacher = FrozenModel(teacher.model, prep, teacher.preprocessing, name='q_cnn')
     frozen_student = frozen_copy(model, prep)
     if cache is not None:
-        frozen_teacher, frozen_student = cache.wrap(frozen_teacher, train_ds), cache.wrap(frozen_student, train_ds)
+        frozen_teacher = cached_frozen_model(cache, frozen_teacher, train_ds)
+        frozen_student = cached_frozen_model(cache, frozen_student, train_ds)
     task = (KLDPTask(model, frozen_teacher, frozen_student) if method == 'kldp'
             else KLDistillationTask(model, frozen_teacher))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

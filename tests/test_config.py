@@ -4,9 +4,11 @@ import dataclasses
 import pytest
 import yaml
 
-from timm_gkt.config import DEFAULT_LR, ConfigError, TransferConfig, check_flags, parse_args
-from timm_gkt.methods import METHODS
-from timm_gkt.spec import parse_spec
+from timm_gkt.cli.flags import DEFAULT_LR
+from timm_gkt.errors import ConfigError
+from timm_gkt.cli.config import TransferConfig, check_flags, parse_args
+from timm_gkt.transfer.methods import METHODS
+from timm_gkt.models.spec import parse_spec
 
 STUDENT, TEACHER, TEACHER2 = 'local-dir:zoo/q_cnn', 'local-dir:zoo/q_mlp', 'local-dir:zoo/q_vit'
 
@@ -146,7 +148,7 @@ def test_check_flags_accepts_what_each_method_reads():
 
 def test_help_shows_every_default_once(capsys):
     """Every flag's help states its default, argparse's way or in its own words, never twice."""
-    from timm_gkt.config import HelpFormatter, build_parser
+    from timm_gkt.cli.flags import HelpFormatter, build_parser
     parser = build_parser()
     formatter = HelpFormatter(parser.prog)
     for action in parser._actions:

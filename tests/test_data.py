@@ -15,23 +15,16 @@ import torchvision
 from PIL import Image
 
 import timm.data
-from timm_gkt import data as gkt_data
-from timm_gkt.data import (
-    FASHION_MNIST_FILES,
-    FASHION_MNIST_LABELS,
-    DataUnavailableError,
-    ImageMode,
-    ModeDataset,
-    MultiViewDataset,
-    create_image_dataset,
-    dataset_label_names,
-    fashion_mnist_raw_dir,
-    image_mode_for_channels,
-    load_fashion_mnist_tensors,
-    prepare_fashion_mnist,
+from timm_gkt.data import __main__ as gkt_data_cli
+from timm_gkt.data import sources as gkt_data
+from timm_gkt.data.sources import (
+    FASHION_MNIST_FILES, ImageMode, ModeDataset, MultiViewDataset, create_image_dataset,
+    fashion_mnist_raw_dir, load_fashion_mnist_tensors, prepare_fashion_mnist,
 )
-from timm_gkt.models import Preprocessing
-from timm_gkt.splits import DataSplitError
+from timm_gkt.errors import DataUnavailableError
+from timm_gkt.models.load import image_mode_for_channels
+from timm_gkt.models.load import Preprocessing
+from timm_gkt.errors import DataSplitError
 
 N_TRAIN, N_TEST = 5, 3
 
@@ -164,13 +157,13 @@ def test_incomplete_debian_folder_is_not_a_source(tmp_path, debian, download_cal
 
 def test_prepare_command_line(tmp_path, debian, download_calls, capsys):
     root = tmp_path / 'data'
-    gkt_data.main(['prepare', '--data-dir', str(root), '--source', str(tmp_path / 'debian'), '--no-download'])
+    gkt_data_cli.main(['prepare', '--data-dir', str(root), '--source', str(tmp_path / 'debian'), '--no-download'])
     assert 'ready' in capsys.readouterr().out
     assert (fashion_mnist_raw_dir(root) / 'train-labels-idx1-ubyte').is_file()
     empty = tmp_path / 'empty'
     empty.mkdir()
     with pytest.raises(SystemExit, match='apt-get install dataset-fashion-mnist'):
-        gkt_data.main(['prepare', '--data-dir', str(tmp_path / 'other'), '--source', str(empty), '--no-download'])
+        gkt_data_cli.main(['prepare', '--data-dir', str(tmp_path / 'other'), '--source', str(empty), '--no-download'])
 
 
 # --- reading the prepared copy -------------------------------------------------------------------
@@ -216,12 +209,6 @@ def test_a_sliced_split_is_that_slice_of_its_base_split_not_timms_test_fallback(
     assert np.array_equal(np.asarray(tail[0][0]), train_x[1])
     with pytest.raises(DataSplitError, match="not 'extra'"):
         create_image_dataset('torch/fashion_mnist', root, split='extra[:2]')
-
-
-def test_dataset_label_names():
-    assert dataset_label_names('torch/fashion_mnist') == FASHION_MNIST_LABELS
-    assert len(FASHION_MNIST_LABELS) == 10 and FASHION_MNIST_LABELS[9] == 'Ankle boot'
-    assert dataset_label_names('torch/cifar10') is None
 
 
 # --- image modes ---------------------------------------------------------------------------------

@@ -9,11 +9,14 @@ import json
 import pytest
 
 from datasets_fixture import FOLDER_NAMES, build_fashion_folder, fashion_folder, fashion_hfds  # noqa: F401
-from timm_gkt.config import ConfigError, parse_args
-from timm_gkt.data import FASHION_MNIST_LABELS, DataUnavailableError, load_fashion_mnist_tensors
-from timm_gkt.dataplan import EvalFlags, check_data, open_data, open_eval_data
-from timm_gkt.models import LabelSpaceError, load_model
-from timm_gkt.splits import DataSplitError
+from timm_gkt.errors import ConfigError
+from timm_gkt.cli.config import parse_args
+from timm_gkt.data.sources import FASHION_MNIST_LABELS, load_fashion_mnist_tensors
+from timm_gkt.errors import DataUnavailableError
+from timm_gkt.data.plan import EvalFlags, check_data, open_data, open_eval_data
+from timm_gkt.errors import LabelSpaceError
+from timm_gkt.models.load import load_model
+from timm_gkt.errors import DataSplitError
 
 SORTED = tuple(sorted(FOLDER_NAMES, key=str.lower))
 
@@ -41,7 +44,7 @@ def test_labels(data_dir):
 
 
 def run(student, *flags):
-    config = parse_args(['--model', student.spec, *flags])
+    config = parse_args(['--model', student.spec.text, *flags])
     lines = []
     return open_data(config, check_data(config), student, lines.append), lines
 

@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from timm_gkt.config import parse_args
-from timm_gkt.engine import create_mixup, train_one_epoch
+from timm_gkt.cli.config import parse_args
+from timm_gkt.transfer.engine import create_mixup, train_one_epoch
 from timm_gkt.errors import NonFiniteLoss
-from timm_gkt.schedule import updates_per_epoch
-from timm_gkt.tasks import CrossEntropyTask, KLDPTask
+from timm_gkt.transfer.stages import updates_per_epoch
+from timm_gkt.transfer.tasks import CrossEntropyTask, KLDPTask
 from tinynets import ConstantLogits
 
 CLASSES = 3

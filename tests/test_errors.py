@@ -3,7 +3,7 @@ traceback unless asked for."""
 import pytest
 
 from timm_gkt import train
-from timm_gkt.config import ConfigError
+from timm_gkt.errors import ConfigError
 from timm_gkt.errors import NonFiniteLoss, TrainingFailed
 
 ARGV = ['--model', 'local-dir:zoo/q_cnn', '--transfer-method', 'ce']

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from timm_gkt.evaluation import build_eval_views, predict, top1
-from timm_gkt.frozen import InStudentOrder
-from timm_gkt.models import Preprocessing
+from timm_gkt.evaluation.predictions import build_eval_views, predict, top1
+from timm_gkt.models.frozen import InStudentOrder
+from timm_gkt.models.load import Preprocessing
 
 GREY = Preprocessing(input_size=(1, 28, 28), mean=(0.0,), std=(1.0,))
 RGB32 = Preprocessing(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -18,7 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from timm_gkt import engine, train
+from timm_gkt import train
+from timm_gkt.cli import boundary
+from timm_gkt.transfer import engine
 
 pytestmark = pytest.mark.slow
 FLAGS = ['--train-subset', '128', '--eval-subset', '100', '-b', '32', '--epochs', '2', '--seed', '5',
@@ -108,15 +110,15 @@ def kill_inside_a_stage():
                     os.kill(os.getpid(), signal.SIGKILL)
                 yield batch
 
-    def train_one_epoch(accelerator, task, student, loader, *args):
+    def train_one_epoch(accelerator, task, student, loader, *args, **kwargs):
         calls.append(1)
-        return real(accelerator, task, student, KillAfterTwo(loader) if len(calls) == 2 else loader, *args)
+        return real(accelerator, task, student, KillAfterTwo(loader) if len(calls) == 2 else loader, *args, **kwargs)
     engine.train_one_epoch = train_one_epoch
 
 
 def kill_while_saving_a_checkpoint():
     """SIGKILL when stage 2's first checkpoint has everything but run_state.json."""
-    from timm_gkt import rundir
+    from timm_gkt.transfer import rundir
     real = rundir.write_text_atomic
 
     def write_text_atomic(path, text):
@@ -139,7 +141,7 @@ def kill_between_stages():
 
 def kill_while_exporting():
     """SIGKILL when the export's weights are written but the rest of the export is not."""
-    from timm_gkt import export
+    from timm_gkt.transfer import rundir as export
     real = export.export_student
 
     def export_student(*args, **kwargs):
@@ -188,7 +190,7 @@ def test_resume_with_another_student_is_refused(reference, micro_zoo, data_dir, 
     ckpt = run_dir / 'checkpoints' / 'stage0-epoch1'
     args = argv(micro_zoo, data_dir, out, 'reference', '--resume', str(ckpt))
     args[1] = f'local-dir:{micro_zoo / "q_mlp"}'
-    assert train.main(args) == train.EXIT_BAD_INPUT
+    assert train.main(args) == boundary.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert err == (f'error: --resume {ckpt} continues a test_resnet student (10 classes), but --model '
                    f'local-dir:{micro_zoo / "q_mlp"} is a mixer_s16_224 (10 classes); resume with that run\'s '
@@ -213,7 +215,7 @@ def test_resume_in_the_middle_of_a_sequential_mcl_run(micro_zoo, data_dir, tmp_p
 def test_a_nan_loss_stops_the_run_naming_step_stage_and_checkpoint(micro_zoo, data_dir, tmp_path, monkeypatch,
                                                                    capsys):
     """Stage 1 (4 batches, 1 epoch) is fine; the third batch of stage 2 gives NaN."""
-    from timm_gkt import tasks
+    from timm_gkt.transfer import tasks
     real, calls = tasks.kldp_loss, []
 
     def kldp_loss(*args, **kwargs):
@@ -226,7 +228,7 @@ def test_a_nan_loss_stops_the_run_naming_step_stage_and_checkpoint(micro_zoo, da
     run_dir = tmp_path / 'nan'
     order = [p.name for p in sorted((run_dir / 'stages').glob('*'))]
     ckpt = run_dir / 'checkpoints' / 'stage0-epoch1'
-    assert code == train.EXIT_ERROR and order == ['stage0.safetensors'] and len(calls) == 7
+    assert code == boundary.EXIT_ERROR and order == ['stage0.safetensors'] and len(calls) == 7
     assert err[-1].startswith('error: the loss became nan at step 3 (batch 3) of stage 2 [')
     assert err[-1].endswith(f'], epoch 1; the run stopped there and nothing was exported or pushed. Last good '
                             f'checkpoint: {ckpt}; continue from it with --resume {ckpt} and a lower --lr (or '
@@ -249,7 +251,7 @@ def test_a_full_disk_during_export_leaves_no_export_and_the_run_can_finish(micro
     err = capsys.readouterr().err.strip().splitlines()
     run_dir = tmp_path / 'full'
     ckpt = run_dir / 'checkpoints' / 'stage0-epoch1'
-    assert code == train.EXIT_ERROR
+    assert code == boundary.EXIT_ERROR
     assert err[-1] == (f'error: could not write the export to {run_dir / "export"} (No space left on device); '
                        f'nothing was exported or pushed and no partial export/ was left. Free space (or fix the '
                        f'folder) and continue with --resume {ckpt}')

@@ -12,17 +12,12 @@ import torch.nn as nn
 from PIL import Image
 
 from timm.data import create_transform
-from timm_gkt.fingerprint import (
-    CacheKey,
-    dataset_fingerprint,
-    describe,
-    eval_predictions_key,
-    model_fingerprint,
-    train_outputs_key,
+from timm_gkt.cache.keys import (
+    CacheKey, dataset_fingerprint, describe, eval_predictions_key, model_fingerprint, train_outputs_key,
 )
-from timm_gkt.models import Preprocessing
-from timm_gkt.replay import ReplayDataset
-from timm_gkt.frozen import FrozenModel, InStudentOrder
+from timm_gkt.models.load import Preprocessing
+from timm_gkt.data.replay import ReplayDataset
+from timm_gkt.models.frozen import FrozenModel, InStudentOrder
 
 STUDENT = Preprocessing(input_size=(1, 28, 28), mean=(0.286,), std=(0.353,))
 TEACHER = Preprocessing(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -150,6 +145,6 @@ def test_eval_key_depends_on_eval_transform_and_label_order():
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_tensor_bytes_any_dtype(dtype):
-    from timm_gkt.fingerprint import tensor_bytes
+    from timm_gkt.cache.keys import tensor_bytes
     t = torch.arange(6, dtype=dtype).reshape(2, 3).t()  # non-contiguous
     assert len(tensor_bytes(t)) == 6 * t.element_size()

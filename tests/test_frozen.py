@@ -9,9 +9,10 @@ from tinynets import (
     PERM, STUDENT_PREP, TEACHER_PREP, ConstantLogits, NoisyNet, TinyStudent, student_batch, vit_teacher,
 )
 
-from timm_gkt.frozen import FrozenModel, InStudentOrder, Teacher, frozen_copy, stage_frozen_models
-from timm_gkt.methods import get_method
-from timm_gkt.models import LabelSpaceError, load_model
+from timm_gkt.models.frozen import FrozenModel, InStudentOrder, Teacher, frozen_copy, stage_frozen_models
+from timm_gkt.transfer.methods import get_method
+from timm_gkt.errors import LabelSpaceError
+from timm_gkt.models.load import load_model
 
 def test_frozen_model_stays_in_eval_mode_when_its_parent_trains():
     net = NoisyNet()

@@ -2,7 +2,6 @@
 body's tables and facts, plots, determinism."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from hubkit import make_results, make_run, model, tree_digest  # noqa: F401  (model is a fixture)

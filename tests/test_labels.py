@@ -10,12 +10,12 @@ import torch
 from torch.utils.data import Subset
 
 from datasets_fixture import FOLDER_NAMES, build_fashion_folder, fashion_folder, fashion_hfds  # noqa: F401
-from timm_gkt.data import FASHION_MNIST_LABELS, ModeDataset, create_image_dataset
-from timm_gkt.labels import (
+from timm_gkt.data.sources import FASHION_MNIST_LABELS, ModeDataset, create_image_dataset
+from timm_gkt.data.labels import (
     LabelMatch, TargetRemap, align_dataset_labels, check_class_map_covers, dataset_label_names, match_label_space,
     match_names, model_label_aliases, names_by_index, normalize_label_name, read_class_map, remap_dataset_targets,
 )
-from timm_gkt.models import LabelSpaceError
+from timm_gkt.errors import LabelSpaceError
 
 # timm's folder reader order for the Fashion-MNIST class folders, and each folder's model class
 SORTED_FOLDERS = ('Ankle boot', 'Bag', 'Coat', 'Dress', 'Pullover', 'Sandal', 'Shirt', 'Sneaker', 'T-shirt_top',
@@ -212,19 +212,19 @@ def test_names_from_hfds_class_label(fashion_hfds, tmp_path):
 # ----------------------------------------------------------------------------- the right top-1 on a user's data
 
 def _zoo_model(micro_zoo, name='q_cnn'):
-    from timm_gkt.models import load_model
+    from timm_gkt.models.load import load_model
     return load_model(f'local-dir:{micro_zoo / name}')
 
 
 def _top1_on_torchvision(model, data_dir, indices):
-    from timm_gkt.evaluation import predict, top1
+    from timm_gkt.evaluation.predictions import predict, top1
     ds = Subset(create_image_dataset('torch/fashion_mnist', data_dir, 'test'), indices)
     (pred,), target = predict([model.model], [model.preprocessing], ds, batch_size=64, progress=False)
     return top1(pred, target)
 
 
 def _top1(model, ds):
-    from timm_gkt.evaluation import predict, top1
+    from timm_gkt.evaluation.predictions import predict, top1
     (pred,), target = predict([model.model], [model.preprocessing], ds, batch_size=64, progress=False)
     return top1(pred, target)
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_gkt.mcl import PAPER_INTERVAL, PAPER_MOMENTUM, retained_share, scaled_mcl_momentum
-from timm_gkt.models import Preprocessing
-from timm_gkt.tasks import FrozenModel, XEKLMCLTask
+from timm_gkt.transfer.stages import PAPER_INTERVAL, PAPER_MOMENTUM, retained_share, scaled_mcl_momentum
+from timm_gkt.models.load import Preprocessing
+from timm_gkt.models.frozen import FrozenModel
+from timm_gkt.transfer.tasks import XEKLMCLTask
 
 PREP = Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.25,))
 TAU = 0.9

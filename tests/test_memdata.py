@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_gkt.config import ConfigError, TransferConfig, check_flags
-from timm_gkt.memdata import Flips, InMemoryLoader, create_memory_loader, unsupported_augmentation
-from timm_gkt.models import Preprocessing
-from timm_gkt.spec import parse_spec
+from timm_gkt.errors import ConfigError
+from timm_gkt.cli.config import TransferConfig, check_flags
+from timm_gkt.data.memory import Flips, InMemoryLoader, create_memory_loader, unsupported_augmentation
+from timm_gkt.models.load import Preprocessing
+from timm_gkt.models.spec import parse_spec
 
 N = 24
 
@@ -46,7 +47,7 @@ def timm_view(ds, i, prep, hflip):
     """What timm's training loader gives for image ``i`` (scale = ratio = 1: only the flip is random)."""
     from timm.data import create_transform
 
-    from timm_gkt.data import ModeDataset
+    from timm_gkt.data.sources import ModeDataset
     t = create_transform(prep.input_size, is_training=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=hflip,
                          color_jitter=0.0, interpolation=prep.interpolation, mean=prep.mean, std=prep.std)
     return ModeDataset(ds, prep.image_mode, t)[i][0]

@@ -5,10 +5,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_gkt.frozen import FrozenModel, frozen_copy
-from timm_gkt.methods import METHODS, create_task, get_method, methods_using
-from timm_gkt.models import Preprocessing
-from timm_gkt.tasks import CrossEntropyTask, KLDistillationTask, KLDPTask, ParallelKLDPTask, XEKLMCLTask, XEKLTask
+from timm_gkt.models.frozen import FrozenModel, frozen_copy
+from timm_gkt.transfer.methods import METHODS, create_task, get_method, methods_using
+from timm_gkt.models.load import Preprocessing
+from timm_gkt.transfer.tasks import (
+    CrossEntropyTask, KLDistillationTask, KLDPTask, ParallelKLDPTask, XEKLMCLTask, XEKLTask,
+)
 
 PREP = Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.25,))
 HYPER = dict(kd_temperature=2.0, xe_weight=0.25, mcl_momentum=0.9, mcl_interval=3, dp_mode='unsupervised')

@@ -18,20 +18,9 @@ import math
 import pytest
 import torch
 
-from timm_gkt.metrics import (
-    complementary_knowledge,
-    correctness,
-    expertise_classes,
-    flip_entropy,
-    knowledge_gain,
-    knowledge_loss,
-    mcnemar_p_value,
-    negative_flips,
-    per_class_rate,
-    percent,
-    positive_flips,
-    transfer_metrics,
-    transfer_rates,
+from timm_gkt.evaluation.metrics import (
+    complementary_knowledge, correctness, expertise_classes, flip_entropy, knowledge_gain, knowledge_loss,
+    mcnemar_p_value, negative_flips, per_class_rate, percent, positive_flips, transfer_metrics, transfer_rates,
 )
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])

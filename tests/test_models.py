@@ -15,15 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from timm_gkt.models import (
-    InputAdaptor,
-    LabelSpaceError,
-    ModelSpecError,
-    Preprocessing,
-    check_model_spec,
-    label_permutation,
-    load_model,
-)
+from timm_gkt.models.load import InputAdaptor, Preprocessing, check_model_spec, label_permutation, load_model
+from timm_gkt.errors import LabelSpaceError, ModelSpecError
 
 FASHION = Preprocessing(input_size=(1, 28, 28), mean=(0.286,), std=(0.353,))
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_gkt.multi import MULTI_TEACHER_MODES, TEACHER_ORDERS, Stage, order_teachers, plan_stages, soup
+from timm_gkt.transfer.stages import MULTI_TEACHER_MODES, TEACHER_ORDERS, Stage, order_teachers, plan_stages, soup
 
 TOP1 = {'a': 80.0, 'b': 70.0, 'c': 80.0, 'd': 60.0}
 

@@ -9,17 +9,9 @@ import math
 import pytest
 import torch
 
-from timm_gkt.objectives import (
-    cross_entropy,
-    kl_div_loss,
-    kldp_loss,
-    max_probability,
-    parallel_kldp_loss,
-    partitioned_targets,
-    route_among,
-    route_to_teacher,
-    true_class_probability,
-    xekl_loss,
+from timm_gkt.transfer.objectives import (
+    cross_entropy, kl_div_loss, kldp_loss, max_probability, parallel_kldp_loss, partitioned_targets, route_among,
+    route_to_teacher, true_class_probability, xekl_loss,
 )
 
 
@@ -338,7 +330,7 @@ def test_parallel_kldp_gradient_reaches_only_the_student():
 def test_flip_routing_counts_on_a_hand_made_batch():
     import torch.nn.functional as F
 
-    from timm_gkt.objectives import flip_routing_counts
+    from timm_gkt.transfer.objectives import flip_routing_counts
     # labels 0,1,2,0,1; teacher predicts 0,1,1,1,1; frozen student predicts 1,1,2,0,0
     target = torch.tensor([0, 1, 2, 0, 1])
     teacher = F.one_hot(torch.tensor([0, 1, 1, 1, 1]), 3).float() * 5

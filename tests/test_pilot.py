@@ -73,7 +73,7 @@ def test_a_budget_run_trains_its_epochs_instead_of_the_recipes(monkeypatch, tmp_
     argv = train_argv('ce/E6', True, monkeypatch, tmp_path)
     assert argv[argv.index('--experiment') + 1] == 'vit_a_r2__ce__E6__val'
     assert argv.count('--epochs') == 2 and argv[len(argv) - 1 - argv[::-1].index('--epochs') + 1] == '6'
-    from timm_gkt.config import parse_args  # the engine's parser keeps the last value given
+    from timm_gkt.cli.config import parse_args  # the engine's parser keeps the last value given
     assert parse_args(argv).epochs == 6
 
 

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from timm_gkt.predictor import (
+from timm_gkt.evaluation.predictor import (
     FEATURES, VERSION, Predictor, annotate_scan, fit, fit_ridge, format_prediction, leave_one_student_out,
     pair_features,
 )

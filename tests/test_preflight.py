@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from timm_gkt import train
-from timm_gkt.rundir import RUN_STATE, SCHEDULER_STATE
+from timm_gkt.transfer.rundir import RUN_STATE, SCHEDULER_STATE
 
 FAST = ['--train-subset', '256', '--eval-subset', '64', '-b', '64', '--epochs', '1']
 
@@ -33,7 +33,7 @@ def no_compute(monkeypatch):
     """Any evaluation or training here is a failure: bad input must be refused before both."""
     def evaluated(*args, **kwargs):
         raise AssertionError('preflight let a bad input reach the evaluation')
-    monkeypatch.setattr('timm_gkt.engine.measure_baseline', evaluated)
+    monkeypatch.setattr('timm_gkt.transfer.engine.measure_baseline', evaluated)
 
 
 def tree(root: Path) -> dict:
@@ -136,7 +136,7 @@ def checkpoint(tmp_path, student: dict | None, method='kldp', **extra_files) -> 
     ('pickled', 'was written by an older timm_gkt (pickled timm_gkt_extra.pt, which is not loaded)'),
 ])
 def test_bad_resume_checkpoints(case, words, tmp_path, data_dir, models, capsys):
-    from timm_gkt.rundir import student_fingerprint
+    from timm_gkt.transfer.rundir import student_fingerprint
     own = student_fingerprint(models['student_model'])
     if case == 'missing':
         ckpt = tmp_path / 'earlier' / 'run' / 'checkpoints' / 'stage9-epoch9'

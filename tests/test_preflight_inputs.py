@@ -1,4 +1,4 @@
-"""Preflight (timm_gkt/preflight.py), data side: the process count, short model names, weights checked without
+"""Preflight (timm_gkt/cli/preflight.py), data side: the process count, short model names, weights checked without
 downloading them, and the headline command offline, all before anything is trained."""
 import json
 import os
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from fakehub import FakeHub
-from timm_gkt import engine
-from timm_gkt import preflight as pf
-from timm_gkt.config import ConfigError, parse_args
+from timm_gkt.cli import preflight as pf
+from timm_gkt.transfer import engine
+from timm_gkt.errors import ConfigError
+from timm_gkt.cli.config import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,17 +46,15 @@ def test_several_processes_seen_as_one_stop_with_one_sentence(monkeypatch):
                             'for accelerate launch --multi_gpu --num_processes 2')
 
 
-def test_short_names_resolve_in_the_config_with_one_line_each():
-    lines = []
-    config = pf.resolve_names(parse_args(['--model', 'pit_b', '--teachers', 'volo_d2,resmlp_36']), lines.append)
+def test_short_names_resolve_once_when_the_flags_are_parsed_with_one_note_each():
+    config = parse_args(['--model', 'pit_b', '--teachers', 'volo_d2,resmlp_36'])
     assert config.model.text == 'pit_b_224'
     assert [t.text for t in config.teachers] == ['volo_d2_224', 'resmlp_36_224']
-    assert lines == ['model pit_b -> pit_b_224 (timm names the architecture by its input size)',
-                     'model volo_d2 -> volo_d2_224 (timm names the architecture by its input size; '
-                     'also available: volo_d2_384)',
-                     'model resmlp_36 -> resmlp_36_224 (timm names the architecture by its input size)']
-    same = parse_args(['--model', 'local-dir:zoo/q_cnn'])
-    assert pf.resolve_names(same, lines.append) is same
+    assert [s.note for s in (config.model, *config.teachers)] == [
+        'model pit_b -> pit_b_224 (timm names the architecture by its input size)',
+        'model volo_d2 -> volo_d2_224 (timm names the architecture by its input size; also available: volo_d2_384)',
+        'model resmlp_36 -> resmlp_36_224 (timm names the architecture by its input size)']
+    assert parse_args(['--model', 'local-dir:zoo/q_cnn']).model.note is None
 
 
 # ----------------------------------------------------------------------------- the CLI, in a subprocess

@@ -2,7 +2,7 @@
 import json
 
 from hubkit import make_results
-from timm_gkt.public import (
+from timm_gkt.report.public import (
     hub_dataset_id, local_paths_in, public_args, public_dataset_ref, public_model_ref, public_path, public_results,
 )
 

@@ -16,8 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 from timm.data import create_loader, create_transform
-from timm_gkt.data import ModeDataset
-from timm_gkt.replay import ReplayDataset, sample_seed, seeded_global_rngs
+from timm_gkt.data.sources import ModeDataset
+from timm_gkt.data.replay import ReplayDataset, sample_seed, seeded_global_rngs
 
 N = 24
 SEED = 7

@@ -1,9 +1,10 @@
-"""Short model names of the paper -> timm architectures (timm_gkt.resolve); random-init models only."""
+"""Short model names of the paper -> timm architectures (timm_gkt.models.spec.resolve_spec); random-init models
+only."""
 import pytest
 import torch
 
-from timm_gkt.models import ModelSpecError
-from timm_gkt.resolve import resolve_model_name, resolve_model_names, size_variants
+from timm_gkt.errors import ModelSpecError
+from timm_gkt.models.spec import TIMM, parse_spec, resolve_spec, size_variants
 
 
 @pytest.mark.parametrize('short, resolved', [
@@ -12,7 +13,8 @@ from timm_gkt.resolve import resolve_model_name, resolve_model_names, size_varia
     ('pit_b.in1k', 'pit_b_224.in1k'),  # a pretrained tag stays
 ])
 def test_headline_names_resolve(short, resolved):
-    assert resolve_model_name(short)[0] == resolved
+    spec = resolve_spec(short)
+    assert spec.text == resolved and spec.source == TIMM and spec.location == resolved.split('.')[0]
 
 
 def test_headline_models_can_be_created():
@@ -20,15 +22,13 @@ def test_headline_models_can_be_created():
     import timm
     with torch.device('meta'):
         for short in ('pit_b', 'volo_d2', 'resmlp_36'):
-            model = timm.create_model(resolve_model_name(short)[0], pretrained=False)
+            model = timm.create_model(resolve_spec(short).text, pretrained=False)
             assert model.num_classes == 1000 and model.pretrained_cfg['input_size'] == (3, 224, 224)
 
 
 def test_one_log_line_per_resolution():
-    lines = []
-    assert resolve_model_names(['pit_b', 'resnet50', 'volo_d2'], say=lines.append) == \
-        ['pit_b_224', 'resnet50', 'volo_d2_224']
-    assert lines == ['model pit_b -> pit_b_224 (timm names the architecture by its input size)',
+    notes = [resolve_spec(name).note for name in ('pit_b', 'resnet50', 'volo_d2')]
+    assert notes == ['model pit_b -> pit_b_224 (timm names the architecture by its input size)', None,
                      'model volo_d2 -> volo_d2_224 (timm names the architecture by its input size; '
                      'also available: volo_d2_384)']
 
@@ -36,7 +36,8 @@ def test_one_log_line_per_resolution():
 @pytest.mark.parametrize('spec', ['resnet50', 'resnet50.a1_in1k', 'hf-hub:org/repo', 'local-dir:zoo/vit_a',
                                   'no_such_model', 'ghostnet', 'convmixer_768'])
 def test_names_that_stay(spec):
-    assert resolve_model_name(spec) == (spec, None)
+    resolved = resolve_spec(spec)
+    assert resolved == parse_spec(spec) and resolved.note is None
 
 
 def test_numbers_that_are_not_input_sizes_are_not_variants():
@@ -48,4 +49,4 @@ def test_numbers_that_are_not_input_sizes_are_not_variants():
 def test_several_sizes_without_224_are_listed():
     with pytest.raises(ModelSpecError, match=r"'eva_large_patch14' is not a timm architecture and has several sizes "
                                              r"\(eva_large_patch14_196, eva_large_patch14_336\); name the one you mean"):
-        resolve_model_name('eva_large_patch14')
+        resolve_spec('eva_large_patch14')

@@ -2,7 +2,7 @@
 import pytest
 from hubkit import make_results
 
-from timm_gkt.results import (
+from timm_gkt.report.results import (
     Row, Verdict, before_after_rows, format_table, markdown_rows, pvalue_text, transfer_delta, verdict, verdict_of,
 )
 
@@ -90,8 +90,8 @@ def test_cli_table_says_when_the_top1_is_on_a_subset():
 def test_routed_shares_take_the_last_epoch_of_each_teachers_stage():
     import torch
 
-    from timm_gkt.engine import flip_shares
-    from timm_gkt.results import routed_shares
+    from timm_gkt.transfer.engine import flip_shares
+    from timm_gkt.report.results import routed_shares
     # 8 positive flips, 6 of them routed; 4 negative flips, 1 routed
     flips = flip_shares(torch.tensor([8, 6, 4, 1]))
     assert flips == {'positive_flips': 8, 'negative_flips': 4, 'routed_pos_flips': 75.0, 'routed_neg_flips': 25.0}

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_gkt.rundir import (
-    LEGACY_EXTRA, MCL_SLOW_WEIGHTS, RUN_STATE, SCHEDULER_STATE, RunFolderError, RunState, check_checkpoint,
-    check_resume_matches, check_run_folder, latest_checkpoint, load_checkpoint, save_checkpoint, student_fingerprint,
-    write_summary,
+from timm_gkt.transfer.rundir import (
+    LEGACY_EXTRA, MCL_SLOW_WEIGHTS, RUN_STATE, SCHEDULER_STATE, RunState, check_checkpoint, check_resume_matches,
+    check_run_folder, latest_checkpoint, load_checkpoint, save_checkpoint, student_fingerprint, write_summary,
 )
+from timm_gkt.errors import RunFolderError
 
 PACKAGE = Path(__file__).resolve().parent.parent / 'timm_gkt'
 
@@ -173,7 +173,7 @@ def mcl_setup(seed=0):
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
-    from timm_gkt.tasks import XEKLMCLTask
+    from timm_gkt.transfer.tasks import XEKLMCLTask
     from tinynets import ConstantLogits
     accelerator = Accelerator(cpu=True)
     student = BNNet(seed)

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from timm_gkt.data import FASHION_MNIST_LABELS
-from timm_gkt.models import load_model
-from timm_gkt.scan import format_matrix, format_scan, main, pairwise_matrix, scan
+from timm_gkt.data.sources import FASHION_MNIST_LABELS
+from timm_gkt.models.load import load_model
+from timm_gkt.evaluation.scans import format_matrix, format_scan, pairwise_matrix, scan
+from timm_gkt.cli.scan import main
 
 EVAL_SUBSET = 64
 DATASET = 'torch/fashion_mnist'
@@ -118,7 +119,7 @@ def images(data_dir):
     """The images ``--eval-subset 64`` evaluates: a class-stratified sample seeded with scan's default seed."""
     from torchvision.datasets import FashionMNIST
 
-    from timm_gkt.subsets import stratified_subset_indices
+    from timm_gkt.data.subsets import stratified_subset_indices
     ds = FashionMNIST(str(data_dir), train=False, download=False)
     pairs = [ds[i] for i in stratified_subset_indices(ds.targets, EVAL_SUBSET, seed=42).tolist()]
     return [img for img, _ in pairs], torch.tensor([t for _, t in pairs])
@@ -202,7 +203,7 @@ def test_a_student_whose_classes_are_in_another_order_is_scanned_in_its_own_orde
 
 def test_cli_prints_scan_as_json_with_predicted_gains(zoo, data_dir, capsys, tmp_path):
     _, specs = zoo
-    from timm_gkt.predictor import FEATURES, Predictor, pair_features
+    from timm_gkt.evaluation.predictor import FEATURES, Predictor, pair_features
     # a hand-made predictor: Δ = 0.1 + 0.5 ρpos - 0.25 ρneg (features used as they are)
     predictor = Predictor(FEATURES, (0.0,) * 5, (1.0,) * 5, (0.5, -0.25, 0.0, 0.0, 0.0), 0.1, 1.0, 0.3,
                           {'pairs': 12, 'students': 4, 'description': 'hand-made'},

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from timm_gkt.schedule import batches_per_process, updates_per_epoch
+from timm_gkt.transfer.stages import batches_per_process, updates_per_epoch
 
 
 @pytest.mark.parametrize('images, batch, processes', [(384, 64, 1), (384, 64, 2), (400, 32, 3), (100, 64, 1),

@@ -1,9 +1,9 @@
-"""Model specs (timm_gkt/spec.py): each kind parsed once into source, location and revision/tag."""
+"""Model specs (timm_gkt/models/spec.py): each kind parsed once into source, location and revision/tag."""
 from pathlib import Path
 
 import pytest
 
-from timm_gkt.spec import HF_HUB, LOCAL_DIR, TIMM, ModelSpec, parse_spec, short_name, source_of
+from timm_gkt.models.spec import HF_HUB, LOCAL_DIR, TIMM, ModelSpec, parse_spec, short_name
 
 
 @pytest.mark.parametrize('text, source, location, revision, tag, name', [
@@ -19,7 +19,6 @@ def test_each_kind_of_spec_is_parsed_into_its_parts(text, source, location, revi
     spec = parse_spec(text)
     assert (spec.source, spec.location, spec.revision, spec.tag) == (source, location, revision, tag)
     assert spec.name == name == short_name(text)
-    assert source_of(text) == source
     assert str(spec) == spec.text == text  # what timm.create_model is given
 
 

@@ -3,9 +3,10 @@ import pytest
 from torch.utils.data import Subset
 
 from datasets_fixture import fashion_folder, fashion_hfds  # noqa: F401
-from timm_gkt.splits import (
-    DataSplitError, ResolvedSplit, SplitSlice, apply_slice, check_disjoint, dataset_kind, default_val_split,
-    parse_split, resolve_split,
+from timm_gkt.errors import DataSplitError
+from timm_gkt.data.splits import (
+    ResolvedSplit, SplitSlice, apply_slice, check_disjoint, dataset_kind, default_val_split, parse_split,
+    resolve_split,
 )
 
 

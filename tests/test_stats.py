@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from timm_gkt.stats import bootstrap_mean_ci, mean, spearman, wilson_interval
+from timm_gkt.report.stats import bootstrap_mean_ci, mean, spearman, wilson_interval
 
 
 def test_wilson_interval_matches_the_formula_by_hand():
@@ -29,6 +29,10 @@ def test_bootstrap_interval_resamples_whole_clusters():
     # unequal cluster sizes weight pairs, not clusters: cluster a (3 values of 1) and b (1 value of 0)
     lo, hi = bootstrap_mean_ci([1, 1, 1, 0], clusters=['a', 'a', 'a', 'b'], resamples=2000)
     assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)
+    # the middle of the resamples is {a, b}: 3 of its 4 pairs are 1, so 0.75 (averaging the two clusters' means
+    # instead, the wrong weighting, would give 0.5)
+    assert bootstrap_mean_ci([1, 1, 1, 0], clusters=['a', 'a', 'a', 'b'], level=0.2, resamples=4000) == \
+        (pytest.approx(0.75), pytest.approx(0.75))
 
 
 def test_bootstrap_is_reproducible_and_brackets_the_mean():

@@ -75,7 +75,7 @@ def test_every_study_command_is_a_valid_training_command_with_the_teacher_cache(
     """The study passes --teacher-cache to every run; the training CLI must accept it with each run's flags."""
     import argparse
     study = importlib.import_module('studies.zoo.study')
-    from timm_gkt.config import check_flags, parse_args
+    from timm_gkt.cli.config import check_flags, parse_args
     args = argparse.Namespace(data_dir='data', work=str(tmp_path), teacher_cache=str(tmp_path / 'cache'),
                               data_in_memory=False)
     for run in study.select_runs():

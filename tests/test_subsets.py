@@ -4,8 +4,9 @@ import torch
 from torch.utils.data import Subset
 
 from datasets_fixture import fashion_folder  # noqa: F401
-from timm_gkt.subsets import (
-    SubsetError, dataset_targets, indices_fingerprint, stratified_quota, stratified_subset_indices, take_subset,
+from timm_gkt.errors import SubsetError
+from timm_gkt.data.subsets import (
+    dataset_targets, indices_fingerprint, stratified_quota, stratified_subset_indices, take_subset,
 )
 
 
@@ -68,7 +69,7 @@ def test_targets_of_a_timm_folder_without_decoding(fashion_folder, monkeypatch):
 
 
 def test_targets_of_torchvision(data_dir):
-    from timm_gkt.data import ModeDataset, create_image_dataset
+    from timm_gkt.data.sources import ModeDataset, create_image_dataset
     ds = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
     assert torch.equal(dataset_targets(ModeDataset(ds, 'L')), ds.targets)
     part, record = take_subset(ds, 100, seed=42)

@@ -13,23 +13,12 @@ from timm.task import TrainingTask
 from tinynets import BATCH, NUM_CLASSES, PERM, STUDENT_PREP, TEACHER_PREP, TinyStudent, student_batch, vit_teacher
 from tinynets import teacher_logits_by_hand
 
-from timm_gkt.frozen import FrozenModel, frozen_copy
-from timm_gkt.objectives import (
-    cross_entropy,
-    kl_div_loss,
-    kldp_loss,
-    parallel_kldp_loss,
-    route_among,
-    route_to_teacher,
-    xekl_loss,
+from timm_gkt.models.frozen import FrozenModel, frozen_copy
+from timm_gkt.transfer.objectives import (
+    cross_entropy, kl_div_loss, kldp_loss, parallel_kldp_loss, route_among, route_to_teacher, xekl_loss,
 )
-from timm_gkt.tasks import (
-    CrossEntropyTask,
-    KLDistillationTask,
-    KLDPTask,
-    ParallelKLDPTask,
-    XEKLMCLTask,
-    XEKLTask,
+from timm_gkt.transfer.tasks import (
+    CrossEntropyTask, KLDistillationTask, KLDPTask, ParallelKLDPTask, XEKLMCLTask, XEKLTask,
 )
 
 

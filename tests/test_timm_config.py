@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from timm_gkt.config import DEFAULT_LR, ConfigError, TransferConfig, parse_args
-from timm_gkt.timm_config import (
-    TIMM_IGNORED_KEYS, TIMM_REFUSED_KEYS, TIMM_TRAIN_DEFAULTS, TimmConfigError, check_config_keys,
-    classify_config_keys,
+from timm_gkt.cli.flags import DEFAULT_LR
+from timm_gkt.errors import ConfigError
+from timm_gkt.cli.config import TransferConfig, parse_args
+from timm_gkt.cli.timm_config import (
+    TIMM_IGNORED_KEYS, TIMM_REFUSED_KEYS, TIMM_TRAIN_DEFAULTS, check_config_keys, classify_config_keys,
 )
+from timm_gkt.errors import TimmConfigError
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'timm_train_args.yaml'
 OWN = {'model', 'teachers', 'epochs', 'lr', 'data_dir', 'dataset', 'train_split', 'val_split', 'class_map',

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from timm_gkt import train
-from timm_gkt.results import verdict
+from timm_gkt.cli import boundary
+from timm_gkt.report.results import verdict
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +38,10 @@ def run_train(tmp_path, zoo, data_dir, *extra, experiment='run'):
 def own_predictions(model_spec: str, data_dir, n=400, seed=3):
     """Predictions of a model through its own eval transform on the ``n`` test images ``--eval-subset n --seed
     seed`` evaluates (a seeded class-stratified sample), and the targets."""
-    from timm_gkt.data import create_image_dataset
-    from timm_gkt.evaluation import predict
-    from timm_gkt.models import load_model
-    from timm_gkt.subsets import dataset_targets, stratified_subset_indices
+    from timm_gkt.data.sources import create_image_dataset
+    from timm_gkt.evaluation.predictions import predict
+    from timm_gkt.models.load import load_model
+    from timm_gkt.data.subsets import dataset_targets, stratified_subset_indices
     m = load_model(model_spec)
     full = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
     keep = stratified_subset_indices(dataset_targets(full), n, seed)
@@ -77,11 +78,11 @@ def check_results(r: dict, run_dir: Path, data_dir):
 def hand_routed_share(student_spec: str, teacher_spec: str, config) -> float:
     """KL+DP's share of training samples routed to the teacher, by hand: the frozen models never change during a
     stage, so with --no-aug each sample's route is fixed; the loader only changes the order."""
-    from timm_gkt.engine import create_train_loader
-    from timm_gkt.frozen import Teacher, frozen_copy
-    from timm_gkt.models import load_model
-    from timm_gkt.objectives import route_to_teacher
-    from timm_gkt.dataplan import check_data, open_data
+    from timm_gkt.transfer.engine import create_train_loader
+    from timm_gkt.models.frozen import Teacher, frozen_copy
+    from timm_gkt.models.load import load_model
+    from timm_gkt.transfer.objectives import route_to_teacher
+    from timm_gkt.data.plan import check_data, open_data
     student = load_model(student_spec)
     teacher = Teacher.load(teacher_spec, student).frozen(student.preprocessing)
     frozen = frozen_copy(student.model, student.preprocessing)
@@ -99,7 +100,7 @@ def test_each_method_runs_reports_and_replays(method, tmp_path, micro_zoo, data_
     args = ['--model', spec(micro_zoo, 'q_mlp'), '--teachers', spec(micro_zoo, 'q_cnn'), '--transfer-method', method,
             '--no-aug']
     code, r = run_train(tmp_path, micro_zoo, data_dir, *args)
-    assert code == train.EXIT_OK and r['method'] == method
+    assert code == boundary.EXIT_OK and r['method'] == method
     run_dir = tmp_path / 'run'
     assert (run_dir / 'export' / 'model.safetensors').is_file() and (run_dir / 'export' / 'README.md').is_file()
     check_results(r, run_dir, data_dir)
@@ -120,10 +121,10 @@ def test_each_method_runs_reports_and_replays(method, tmp_path, micro_zoo, data_
     export = tmp_path / 'run' / 'export'
     assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()
     # the export loads with plain timm and reproduces the reported top-1 on the same images
-    from timm_gkt.evaluation import predict, top1
-    from timm_gkt.data import create_image_dataset
-    from timm_gkt.models import load_model
-    from timm_gkt.subsets import indices_fingerprint, stratified_subset_indices
+    from timm_gkt.evaluation.predictions import predict, top1
+    from timm_gkt.data.sources import create_image_dataset
+    from timm_gkt.models.load import load_model
+    from timm_gkt.data.subsets import indices_fingerprint, stratified_subset_indices
     m = load_model(f'local-dir:{export}')
     full = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
     # --eval-subset 400 with --seed 3: a seeded class-stratified sample, recorded by its fingerprint
@@ -157,7 +158,7 @@ def test_xekl_mcl_exports_the_slow_weights(tmp_path, micro_zoo, data_dir):
 
 
 def test_mcl_momentum_is_scaled_to_run_length(tmp_path, micro_zoo, data_dir):
-    from timm_gkt.mcl import scaled_mcl_momentum
+    from timm_gkt.transfer.stages import scaled_mcl_momentum
     code, r = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_mlp'),
                         '--teachers', spec(micro_zoo, 'q_cnn'), '--transfer-method', 'xekl-mcl')
     assert code == 0
@@ -265,7 +266,7 @@ def test_bad_input_fails_in_one_line_before_training(extra, message, tmp_path, m
         return
     code, r = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_cnn'), *extra)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == train.EXIT_BAD_INPUT and r is None
+    assert code == boundary.EXIT_BAD_INPUT and r is None
     assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
     assert not (tmp_path / 'run').exists()
 
@@ -274,7 +275,7 @@ def test_teacher_with_other_label_space_is_refused(tmp_path, micro_zoo, data_dir
     _, other = export_tiny(tmp_path / 'teacher100', label_names=[f'class{i}' for i in range(100)])
     code, _ = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_cnn'), '--teachers', other)
     err = capsys.readouterr().err
-    assert code == train.EXIT_BAD_INPUT and '100 classes' in err and 'student predicts 10' in err
+    assert code == boundary.EXIT_BAD_INPUT and '100 classes' in err and 'student predicts 10' in err
 
 
 def test_teacher_with_permuted_label_names_is_mapped(tmp_path, micro_zoo, data_dir, capsys):

@@ -17,10 +17,11 @@ import torch
 
 from datasets_fixture import build_fashion_folder, fashion_folder, fashion_hfds  # noqa: F401
 from timm_gkt import train
-from timm_gkt.data import FASHION_MNIST_LABELS, create_image_dataset
-from timm_gkt.evaluation import predict, top1
-from timm_gkt.models import load_model
-from timm_gkt.public import local_paths_in
+from timm_gkt.cli import boundary
+from timm_gkt.data.sources import FASHION_MNIST_LABELS, create_image_dataset
+from timm_gkt.evaluation.predictions import predict, top1
+from timm_gkt.models.load import load_model
+from timm_gkt.report.public import local_paths_in
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def test_hfds_top1_equals_torchvision(tmp_path, micro_zoo, fashion_hfds, referen
 
 
 def test_scan_on_the_folder_reports_the_torchvision_top1(micro_zoo, data_dir, fashion_folder, reference):
-    from timm_gkt.scan import scan
+    from timm_gkt.evaluation.scans import scan
     result = scan(zoo_spec(micro_zoo), [zoo_spec(micro_zoo, 'q_vit')], 'folder', str(fashion_folder.root),
                   say=lambda line: None)
     assert result['split'] == 'validation' and result['student_top1'] == reference
@@ -117,6 +118,6 @@ def test_label_mismatch_stops_in_preflight_with_exit_2(damage, message, tmp_path
     code, r = run(tmp_path, '--model', zoo_spec(micro_zoo), '--transfer-method', 'ce', '--dataset', 'folder',
                   '--data-dir', str(folder.root))
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == train.EXIT_BAD_INPUT and r is None
+    assert code == boundary.EXIT_BAD_INPUT and r is None
     assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
     assert not (tmp_path / 'out').exists()

@@ -17,9 +17,9 @@ import pytest
 from huggingface_hub import constants
 
 from fakehub import FakeHub
-from timm_gkt.weights import (
-    DEFAULT_DEADLINE_S, WeightsCheck, WeightsUnavailableError, check_local_dir, check_weights_available,
-)
+from timm_gkt.models.spec import parse_spec
+from timm_gkt.models.weights import DEFAULT_DEADLINE_S, WeightsCheck, check_local_dir, check_weights_available
+from timm_gkt.errors import WeightsUnavailableError
 
 PIT_REPO = 'timm/pit_b_224.in1k'  # what timm's registry names for pit_b_224
 
@@ -35,7 +35,7 @@ def zoo_copy(micro_zoo, tmp_path):
 
 def test_local_dir_ok(zoo_copy):
     assert check_local_dir(zoo_copy) == zoo_copy / 'model.safetensors'
-    assert check_weights_available(f'local-dir:{zoo_copy}') == WeightsCheck(f'local-dir:{zoo_copy}', 'local-dir', 'q_cnn')
+    assert check_weights_available(f'local-dir:{zoo_copy}') == WeightsCheck(parse_spec(f'local-dir:{zoo_copy}'), 'local-dir', 'q_cnn')
 
 
 def test_local_dir_config_not_json(zoo_copy):
@@ -97,7 +97,7 @@ def test_random_init_needs_no_weights():
 def test_cached_weights_need_no_network(hub_env, monkeypatch):
     fake_cache(hub_env, PIT_REPO, ['model.safetensors'])
     refuse = 'http://127.0.0.1:9'  # would refuse any request
-    assert check_weights_available('pit_b_224', endpoint=refuse) == WeightsCheck('pit_b_224', 'cache', str(hub_env))
+    assert check_weights_available('pit_b_224', endpoint=refuse) == WeightsCheck(parse_spec('pit_b_224'), 'cache', str(hub_env))
     fake_cache(hub_env, 'org/student', ['config.json', 'pytorch_model.bin'])
     assert check_weights_available('hf-hub:org/student', endpoint=refuse).where == 'cache'
 
@@ -108,7 +108,7 @@ def test_hub_metadata_without_download(hub_env):
         hub.add_repo(PIT_REPO, {'model.safetensors': b'w' * 1000})
         hub.add_repo('org/student', {'config.json': b'{}', 'pytorch_model.bin': b'w'})
         hub.add_repo('org/empty', {'config.json': b'{}'})
-        assert check('pit_b_224') == WeightsCheck('pit_b_224', 'hub', f'{PIT_REPO}@main', True)
+        assert check('pit_b_224') == WeightsCheck(parse_spec('pit_b_224'), 'hub', f'{PIT_REPO}@main', True)
         assert check('hf-hub:org/student').where == 'hub'
         with pytest.raises(WeightsUnavailableError, match='org/empty has none of model.safetensors, pytorch_model.bin'):
             check('hf-hub:org/empty')
@@ -140,7 +140,7 @@ SLACK_S = 3.0  # scheduling on a loaded CI machine; the failure these tests catc
 CHECK = textwrap.dedent('''
     import contextlib, json, sys, time
     import huggingface_hub.file_download, timm.models  # imported by the CLI long before preflight
-    from timm_gkt.weights import check_weights_available
+    from timm_gkt.models.weights import check_weights_available
     # warm up once against a closed port: the HTTP client and its lazy imports are the CLI's start-up cost, not
     # the check's, and on a loaded 2-core CI machine they alone took 1.5 s
     with contextlib.suppress(Exception):

@@ -3,7 +3,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from timm_gkt.models import InputAdaptor, Preprocessing
+from timm_gkt.models.load import InputAdaptor, Preprocessing
 
 NUM_CLASSES = 3
 BATCH = 16

@@ -1,12 +1,65 @@
-"""Failures during a run that end in one ``error:`` line and exit code 1 instead of a traceback.
+"""Every failure a user can see, in two families; no torch import, so every command can catch them cheaply.
 
-Bad input is refused before any compute (see :data:`timm_gkt.preflight.BAD_INPUT_ERRORS`, exit
-code 2); these happen later, and each message says where the run stopped and how to go on.
-No torch import: the CLI catches these without loading anything.
+- :class:`BadInput`: refused before any compute, nothing written (exit code 2). Each subclass names what was
+  wrong, and every message is ``<what is wrong>; <how to fix it>``.
+- :class:`TrainingFailed`: the run stopped after it started (exit code 1); the message says where it stopped and
+  how to go on.
+
+The commands' error boundary (:mod:`timm_gkt.cli.boundary`) catches these two classes, never a list.
+The second base of each bad-input class (``ValueError`` or ``RuntimeError``) is the one it had before
+the classes moved here, so code that catches those still catches them.
 """
 from __future__ import annotations
 
 import math
+
+
+class BadInput(Exception):
+    """Input the run refuses before any evaluation or training; one sentence naming the fix."""
+
+
+class ConfigError(BadInput, ValueError):
+    """Flags that contradict each other or a config file with unknown keys."""
+
+
+class TimmConfigError(ConfigError):
+    """A ``-c`` config written by timm's train.py with keys timm_gkt cannot honour."""
+
+
+class ModelSpecError(BadInput, ValueError):
+    """A model spec that cannot be resolved (unknown name, missing folder)."""
+
+
+class WeightsUnavailableError(ModelSpecError):
+    """Weights that are neither cached nor reachable, or a local folder whose files are broken."""
+
+
+class LabelSpaceError(BadInput, ValueError):
+    """Student and teacher (or dataset) predict different label spaces."""
+
+
+class DataUnavailableError(BadInput, RuntimeError):
+    """The dataset is neither on disk nor downloadable, or cannot be read."""
+
+
+class DataSplitError(DataUnavailableError):
+    """A split that does not exist, a malformed slice, or train and evaluation images that overlap."""
+
+
+class SubsetError(DataUnavailableError):
+    """A subset size that cannot be honoured (negative, or fewer images than classes)."""
+
+
+class RunFolderError(BadInput, ValueError):
+    """An output folder that cannot be written, or a resume checkpoint that cannot continue this run."""
+
+
+class CacheError(BadInput, ValueError):
+    """A teacher cache that cannot serve this run (bad storage format, a folder that cannot be written)."""
+
+
+class PushAccessError(BadInput, RuntimeError):
+    """The token is missing or may not write to the repository: fail before any training."""
 
 
 class TrainingFailed(RuntimeError):

@@ -5,35 +5,31 @@
     python -m timm_gkt.train --model local-dir:zoo/vit_a --teachers local-dir:zoo/convnext_a \\
         --dataset torch/fashion_mnist --data-dir data
 
-Flags (timm's names and meanings) are in :mod:`timm_gkt.config`. Defaults follow METHOD.md:
+Flags (timm's names and meanings) are in :mod:`timm_gkt.cli.flags`. Defaults follow METHOD.md:
 ``--model X --teachers Y`` runs supervised KL+DP, one sequential stage per teacher (weakest first).
-The run: preflight (:mod:`~timm_gkt.preflight`) → baseline evaluation and stages
-(:mod:`~timm_gkt.engine`) → results (:mod:`~timm_gkt.results`), export, card and push (:mod:`~timm_gkt.hub`).
+The run: preflight (:mod:`timm_gkt.cli.preflight`) -> the "before" evaluation and the stages
+(:mod:`timm_gkt.transfer.engine`) -> results, export, card and push (:mod:`timm_gkt.cli.finish`).
 """
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 if __package__ in (None, ''):  # run as a file: accelerate launch timm_gkt/train.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = 'timm_gkt'
 
-from timm_gkt.config import DEBUG_ENV, TransferConfig, parse_args
-from timm_gkt.errors import ExportFailed, TrainingFailed
-from timm_gkt.preflight import BAD_INPUT_ERRORS, Plan, describe_plan, preflight, push_target
+from timm_gkt.cli.boundary import EXIT_OK, guarded
+from timm_gkt.cli.config import TransferConfig, parse_args
+from timm_gkt.cli.preflight import describe_plan, preflight
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # failed during the run (non-finite loss, export or push failure, anything unexpected)
-EXIT_BAD_INPUT = 2  # refused before any compute
-EXIT_NOT_IMPROVED = 3  # finished, but the gate refused the push
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (with --experiment) or '
+               '--resume CHECKPOINT')
 
 
 def run(config: TransferConfig) -> int:
-    from timm_gkt.engine import measure_baseline, run_stages
+    from timm_gkt.cli.finish import report_and_publish
+    from timm_gkt.transfer.engine import measure_baseline, open_run_dir, order_stages, run_stages
     plan = preflight(config)  # everything that can fail fails here, before any compute
     if config.dry_run:
         for line in describe_plan(plan):
@@ -51,122 +47,9 @@ def run(config: TransferConfig) -> int:
     return code
 
 
-def open_run_dir(plan: Plan) -> None:
-    if plan.accelerator.is_main_process:
-        if plan.resume_from is None:
-            from timm_gkt.rundir import set_aside_previous_run
-            kept = set_aside_previous_run(plan.run_dir)
-            if kept is not None:
-                plan.say(f'note: {plan.run_dir} held an earlier run; it is kept as {kept}')
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-    plan.accelerator.wait_for_everyone()
-
-
-def order_stages(plan: Plan, baseline):
-    """The teachers' stage order (by their measured top-1) and the stages; teachers not needed now are released."""
-    from timm_gkt.multi import Stage, order_teachers, plan_stages
-    config = plan.config
-    ordered = order_teachers(list(plan.teachers), baseline.teacher_top1, config.teacher_order)
-    if config.multi != 'parallel':
-        for t in plan.teachers.values():
-            t.release()
-    # the control trains without teachers (one stage); they still serve the flip metrics
-    stages = plan_stages(ordered, config.multi) if plan.method.needs_teacher else [Stage(0, ())]
-    top1 = baseline.teacher_top1
-    plan.say(f'student {plan.student.name}: top-1 {baseline.student_top1:.2f}; '
-             + ', '.join(f'teacher {plan.teachers[s].name}: {top1[s]:.2f}' for s in ordered))
-    if len(stages) > 1 or (config.multi and plan.method.needs_teacher):
-        plan.say(f'{config.multi} transfer, stage order: {" -> ".join(plan.teachers[s].name for s in ordered)}')
-    return ordered, stages
-
-
-def write_export(plan: Plan, transfer, results: dict, export_dir: Path) -> None:
-    """The export (weights, results, args, card, plots), assembled aside and renamed into place when complete."""
-    from timm_gkt.atomic import staged_folder
-    from timm_gkt.export import export_student
-    from timm_gkt.hub import write_card
-    from timm_gkt.public import public_results
-    from timm_gkt.results import write_results
-    try:
-        with staged_folder(export_dir) as staging:
-            # export/ is what a push uploads: it names local models and data by folder name, never by path
-            public = public_results(results)
-            export_student(transfer.model.cpu(), plan.student, staging, public['lineage'])
-            write_results(results, plan.config, staging, public=True)
-            write_card(public, staging)  # without a repo id: a refused or failed push names no repo it never reached
-    except OSError as e:
-        from timm_gkt.rundir import latest_checkpoint
-        checkpoint = latest_checkpoint(plan.run_dir)
-        again = f'continue with --resume {checkpoint}' if checkpoint is not None else 'run again'
-        raise ExportFailed(f'could not write the export to {export_dir} ({e.strerror or e}); nothing was exported or '
-                           f'pushed and no partial export/ was left. Free space (or fix the folder) and {again}'
-                           ) from None
-
-
-def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
-    """The export, results.json, the table, the card; then the push when asked and allowed. Main process only."""
-    from timm_gkt.hub import EXIT_ERROR as PUSH_FAILED, EXIT_NOT_IMPROVED as REFUSED, write_step_summary
-    from timm_gkt.hub.publish import publish
-    from timm_gkt.results import build_results, format_table, write_results
-    run_dir, export_dir = plan.run_dir, plan.run_dir / 'export'
-    results = build_results(plan, ordered, transfer.metrics, transfer.history, transfer.derived)
-    write_export(plan, transfer, results, export_dir)
-    # last: a run folder with results.json is finished (--resume auto starts afresh there)
-    write_results(results, plan.config, run_dir)
-    plan.say('\n' + format_table(results))
-    code, decision = EXIT_OK, 'not pushed (no --push-to-hub)'
-    target = push_target(plan.config)
-    if target is not None:
-        outcome = publish(run_dir, target, results, check_access=False)  # access was checked in preflight
-        decision = outcome.message
-        if outcome.code == REFUSED:
-            code = EXIT_NOT_IMPROVED
-        elif outcome.code == PUSH_FAILED:
-            code, decision = EXIT_ERROR, f'push failed: {outcome.message}'
-            plan.say(f'error: {outcome.message}')
-        else:
-            results['pushed'] = outcome.url
-            write_results(results, plan.config, run_dir)
-            write_results(results, plan.config, export_dir, public=True)
-        if outcome.code != PUSH_FAILED:
-            plan.say(outcome.message)
-    write_step_summary(results, decision)
-    plan.say(f'results: {run_dir / "results.json"}; student exported to {export_dir} '
-             f"(timm.create_model('local-dir:{export_dir}', pretrained=True))")
-    return code
-
-
 def main(argv=None) -> int:
-    """The error boundary: whatever happens, one ``error:`` line and an exit code, never a traceback.
-
-    Bad input (found by preflight) exits 2, a run that failed (non-finite loss, export) 1,
-    anything unexpected 1 with a request to rerun with ``--debug`` (or TIMM_GKT_DEBUG=1),
-    which prints the traceback as well. Usage errors are argparse's: one line, exit 2.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = '--debug' in args or os.environ.get(DEBUG_ENV, '') not in ('', '0')
-    try:
-        return run(parse_args(argv))
-    except BAD_INPUT_ERRORS as e:
-        return fail(f'{e}', EXIT_BAD_INPUT, debug)
-    except TrainingFailed as e:
-        return fail(f'{e}', EXIT_ERROR, debug)
-    except KeyboardInterrupt:
-        return fail('interrupted; continue with the same flags and --resume auto (with --experiment) or '
-                    '--resume CHECKPOINT', EXIT_INTERRUPTED, debug)
-    except Exception as e:  # noqa: BLE001 - the boundary: a user sees one line, --debug shows the rest
-        lines = str(e).strip().splitlines()
-        detail = f': {lines[0][:300]}' if lines else ''
-        return fail(f'unexpected {type(e).__name__}{detail}; rerun with --debug (or {DEBUG_ENV}=1) for the '
-                    f'traceback and report it', EXIT_ERROR, debug)
-
-
-def fail(message: str, code: int, debug: bool) -> int:
-    if debug:
-        traceback.print_exc()
-    # one line, even when a library's message had several
-    print('error: ' + ' '.join(message.split('\n')), file=sys.stderr)
-    return code
+    """``run`` inside the error boundary (:mod:`timm_gkt.cli.boundary`): one ``error:`` line and an exit code."""
+    return guarded(lambda args: run(parse_args(args)), argv, INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -33,8 +33,8 @@ from studies.zoo.build import (
     FMNIST, HALF, IMAGENET, PIXELS, Recipe, ZooEntry, create_zoo_model, data_config, evaluate, run_epochs,
 )
 from studies.zoo.study import BASE_FLAGS
-from timm_gkt.data import FASHION_MNIST_LABELS, create_image_dataset, load_fashion_mnist_tensors
-from timm_gkt.models import InputAdaptor, count_parameters, load_model
+from timm_gkt.data.sources import FASHION_MNIST_LABELS, create_image_dataset, load_fashion_mnist_tensors
+from timm_gkt.models.load import InputAdaptor, count_parameters, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / 'zoo' / 'converged'

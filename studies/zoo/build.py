@@ -32,11 +32,11 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from timm_gkt.data import (  # noqa: E402
+from timm_gkt.data import (
     FASHION_MNIST_LABELS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_image_dataset, load_fashion_mnist_tensors,
 )
-from timm_gkt.evaluation import predict, top1  # noqa: E402
-from timm_gkt.models import InputAdaptor, Preprocessing, count_parameters, load_model  # noqa: E402
+from timm_gkt.evaluation import predict, top1
+from timm_gkt.models import InputAdaptor, Preprocessing, count_parameters, load_model
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

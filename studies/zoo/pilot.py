@@ -160,10 +160,10 @@ def _control_of(stem: str) -> str:
 
 def paired(student: Student, data_dir: str, val: bool) -> None:
     """Every finished run of the split against the CE control of its lr, on the same images."""
-    from timm_gkt.data import create_image_dataset
-    from timm_gkt.evaluation import predict
-    from timm_gkt.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
-    from timm_gkt.models import load_model
+    from timm_gkt.data.sources import create_image_dataset
+    from timm_gkt.evaluation.predictions import predict
+    from timm_gkt.evaluation.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
+    from timm_gkt.models.load import load_model
     mine = sorted(PILOT_DIR.glob(f'{student.prefix}__*.json'))
     ce_runs = f'{student.prefix}__ce'
     records = [r for r in mine if r.stem.endswith('__val') == val]

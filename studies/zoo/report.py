@@ -9,8 +9,8 @@ import json
 import math
 from pathlib import Path
 
-from timm_gkt.results import pvalue_text
-from timm_gkt.stats import SIGNIFICANCE, bootstrap_mean_ci, mean, wilson_interval
+from timm_gkt.report.results import pvalue_text
+from timm_gkt.report.stats import SIGNIFICANCE, bootstrap_mean_ci, mean, wilson_interval
 
 PAIR_METHODS = ('kl', 'xekl', 'xekl-mcl', 'kldp', 'kldp-unsup')
 TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL', 'kldp': 'KL+DP',

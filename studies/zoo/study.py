@@ -57,8 +57,6 @@ PAIR_METHODS = {
     'kldp-unsup': ['--transfer-method', 'kldp', '--dp-mode', 'unsupervised'],
 }
 FIRST_WAVE = ('kldp', 'kl')  # studies/zoo/study.py run --part main runs these for every pair before the rest
-METHOD_TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL',
-                 'kldp': 'KL+DP', 'kldp-unsup': 'KL+DP unsup.'}
 # three pairs for the choice of lr: a stronger, an about equal and a weaker teacher, three families
 SELECT_PAIRS = (('vit_a', 'resnet_a'), ('effnet_a', 'byob_a'), ('resnet_a', 'convnext_a'))
 
@@ -266,7 +264,7 @@ def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
 
 def choose_lr() -> None:
     """The lr whose KL+DP runs gain most on the validation split, on average over the 3 pairs."""
-    from timm_gkt.stats import mean
+    from timm_gkt.report.stats import mean
     by_lr = {}
     for lr in LR_GRID:
         deltas = []
@@ -287,7 +285,7 @@ def choose_lr() -> None:
 def scan_zoo(args) -> None:
     """Scan every student against the other seven on the validation split (which teachers a sequential run
     uses) and on the test split (the predictor's features, as a user's scan would measure them)."""
-    from timm_gkt.scan import scan
+    from timm_gkt.evaluation.scans import scan
     names = zoo_names()
     for split, path in ((VALIDATION_SPLIT, STUDY_DIR / 'scan_validation.json'), ('test', STUDY_DIR / 'scan_test.json')):
         if path.is_file():
@@ -313,7 +311,7 @@ def scan_zoo(args) -> None:
 def scan_controls(args, names: list[str]) -> None:
     """Each CE control's student against the same seven teachers on the test split: how much of a teacher's
     complementary knowledge more training alone takes (Δρpos of the control), the yardstick for a transfer's."""
-    from timm_gkt.scan import scan
+    from timm_gkt.evaluation.scans import scan
     path = STUDY_DIR / 'scan_ce_test.json'
     if path.is_file():
         return
@@ -337,7 +335,7 @@ def scan_controls(args, names: list[str]) -> None:
 
 def fit_predictor(args) -> None:
     """Fit the gain predictor on the single-teacher KL+DP runs and the test-split scan; write it into the package."""
-    from timm_gkt.predictor import COEFFICIENTS, fit, leave_one_student_out, pair_features
+    from timm_gkt.evaluation.predictor import COEFFICIENTS, fit, leave_one_student_out, pair_features
     scans = json.loads((STUDY_DIR / 'scan_test.json').read_text())['students']
     rows = []
     for path in sorted(RUNS_DIR.glob('*__kldp.json')):

@@ -17,7 +17,7 @@ from .plots import GAIN_LOSS_PLOT, PER_CLASS_PLOT, PLOTS_DIR, plot_gain_loss, pl
 # the publish() function is not re-exported: ``timm_gkt.hub.publish`` stays the module (from .publish import publish)
 from .publish import (
     EXIT_ERROR, EXIT_NOT_IMPROVED, EXIT_PUSHED, PUSHED_FILES, REQUIRED_FILES, Outcome, PushError, PushTarget,
-    push_export, push_gate, push_run, retry_command,
+    push_export, push_gate, retry_command,
 )
 from .summary import step_summary, write_step_summary
 
@@ -25,6 +25,6 @@ __all__ = [
     'EXIT_ERROR', 'EXIT_NOT_IMPROVED', 'EXIT_PUSHED', 'GAIN_LOSS_PLOT', 'LOGIN_FIX', 'PER_CLASS_PLOT', 'PLOTS_DIR',
     'PUSHED_FILES', 'REQUIRED_FILES', 'WRITE_ROLES', 'Outcome', 'PushAccessError', 'PushError', 'PushTarget',
     'card_context', 'card_data', 'check_push_access', 'check_push_options', 'hub_dataset', 'plot_gain_loss',
-    'plot_per_class_knowledge', 'push_export', 'push_gate', 'push_run', 'render_card', 'resolve_token',
+    'plot_per_class_knowledge', 'push_export', 'push_gate', 'render_card', 'resolve_token',
     'retry_command', 'step_summary', 'student_hub_id', 'write_card', 'write_step_summary',
 ]

@@ -4,13 +4,11 @@ Every failure is a :class:`PushAccessError` with one sentence naming the fix.
 """
 from __future__ import annotations
 
+from ..errors import PushAccessError
+
 LOGIN_FIX = 'run `hf auth login` (or set HF_TOKEN) with a token that has write access'
 # Org roles allowed to create repositories in an org ('read' members cannot; contributors can create their own).
 WRITE_ROLES = frozenset({'admin', 'write', 'contributor'})
-
-
-class PushAccessError(RuntimeError):
-    """The token is missing or may not write to the repository: fail before any training."""
 
 
 def resolve_token(token: str | None = None) -> str | None:

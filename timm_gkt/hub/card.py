@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..methods import METHODS
-from ..results import before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of
-from ..spec import HF_HUB, parse_spec, short_name
+from ..transfer.methods import METHODS
+from ..report.results import before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of
+from ..models.spec import HF_HUB, parse_spec, short_name
 from .plots import GAIN_LOSS_PLOT, PER_CLASS_PLOT, PLOTS, PLOTS_DIR
 
 _HERE = Path(__file__).resolve().parent
@@ -23,7 +23,6 @@ _TEMPLATE_CANDIDATES = (
     _HERE.parent.parent / 'hub_cards' / 'model_card.md',
 )
 
-PAPER_URL = 'https://arxiv.org/abs/2310.17653'
 BIBTEX = r"""@inproceedings{roth2024fantastic,
   title         = {Fantastic Gains and Where to Find Them: On the Existence and Prospect of General Knowledge Transfer between Any Pretrained Model},
   author        = {Roth, Karsten and Thede, Lukas and Koepke, A. Sophia and Vinyals, Oriol and H{\'e}naff, Olivier and Akata, Zeynep},
@@ -69,7 +68,7 @@ def hub_dataset(spec: str | None) -> tuple[str | None, str | None]:
     The id is set only for data that is on the Hub: ``hfds/ORG/NAME`` not found on disk, or a
     torchvision dataset whose Hub copy is known; folders and local ``hfds/`` data have none.
     """
-    from ..public import hub_dataset_id, public_path
+    from ..report.public import hub_dataset_id, public_path
     if not spec:
         return None, None
     prefix, _, rest = spec.partition('/')

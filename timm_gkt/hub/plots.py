@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..results import num, pct, teacher_name
+from ..report.results import num, pct, teacher_name
 
 PLOTS_DIR = 'plots'
 PER_CLASS_PLOT = 'per_class_knowledge.png'

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..results import num, pct, signed, transfer_delta
+from ..report.results import num, pct, signed, transfer_delta
 from .access import (
     LOGIN_FIX, PushAccessError, check_push_access, check_push_options, describe_error, http_status,
     is_network_error, resolve_token,
@@ -258,14 +258,3 @@ def publish(run_dir: str | os.PathLike, target: PushTarget, results: dict | None
         return Outcome(EXIT_ERROR, str(e))
     forced = ' (gate overridden with --force)' if not ok else ''
     return Outcome(EXIT_PUSHED, f'Pushed {export_dir} to {target.repo_id}{forced}: {url}', url)
-
-
-def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
-             create_pr: bool = False, min_delta: float = 0.0, max_p_value: float | None = None, force: bool = False,
-             token: str | None = None, endpoint: str | None = None, retries: int = 3,
-             backoff: float = 1.0) -> tuple[int, str]:
-    """:func:`publish` with the target spelled out: (exit code, one-line message)."""
-    target = PushTarget(repo_id, private=private, revision=revision, create_pr=create_pr, min_delta=min_delta,
-                        max_p_value=max_p_value, endpoint=endpoint)
-    outcome = publish(run_dir, target, force=force, token=token, retries=retries, backoff=backoff)
-    return outcome.code, outcome.message

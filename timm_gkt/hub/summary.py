@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from ..results import before_after_rows, markdown_rows, pct, pvalue_text, verdict_of
-from ..spec import short_name
+from ..report.results import before_after_rows, markdown_rows, pct, pvalue_text, verdict_of
+from ..models.spec import short_name
 
 
 def step_summary(results: dict, decision: str) -> str:

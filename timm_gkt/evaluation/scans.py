@@ -1,0 +1,110 @@
+"""Where to find complementary knowledge: evaluate a student and candidate teachers once, compare.
+
+The command is ``python -m timm_gkt.scan`` (:mod:`timm_gkt.cli.scan`); this module computes and formats.
+Every model sees the same evaluation images through its own eval transform, in one
+pass. Per teacher: top-1 of both, ρpos (complementary knowledge: teacher right,
+student wrong), ρneg, the entropy of the per-class positive flips (low = specialist)
+and the classes where the teacher knows most that the student does not.
+"""
+from __future__ import annotations
+
+import math
+
+from ..data.plan import EvalFlags, open_eval_data
+from .predictions import predict
+from ..models.frozen import InStudentOrder
+from .metrics import complementary_knowledge, correctness, percent, positive_flips
+from ..models.load import check_model_spec, label_permutation, load_model
+from ..models.spec import resolve_spec
+
+
+def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: str | None = None,
+         batch_size: int = 256, workers: int = 0, eval_subset: int = 0, class_map: str = '',
+         trust_label_order: bool = False, seed: int = 42, say=print) -> dict:
+    """Evaluate once, compare. The split, label matching and seeded subset are those of a transfer run with the
+    same flags (:func:`timm_gkt.dataplan.open_eval_data`), so the numbers are the ones train.py starts from."""
+    student, *teachers = (resolve_spec(spec) for spec in [student, *teachers])
+    for spec in [student] + teachers:
+        if spec.note:
+            say(spec.note)
+        check_model_spec(spec)
+    s = load_model(student)
+    ts = [load_model(t) for t in teachers]
+    perms = [label_permutation(s.label_names, t.label_names, s.num_classes, t.num_classes, teacher=f'teacher {t.name}')
+             for t in ts]
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
+    split = flags.val_split
+    ds = open_eval_data(flags, s, say).dataset
+    models = [s.model] + [InStudentOrder(t.model, perm) for t, perm in zip(ts, perms)]
+    preds, target = predict(models, [s.preprocessing] + [t.preprocessing for t in ts], ds,
+                            batch_size=batch_size, num_workers=workers, desc='scan')
+    out = {'student': student.text, 'student_name': s.name, 'dataset': dataset, 'split': split,
+           'eval_samples': int(target.numel()), 'student_top1': percent(correctness(preds[0], target)), 'teachers': []}
+    for t, pred in zip(ts, preds[1:]):
+        ck = complementary_knowledge(pred, preds[0], target, s.num_classes, s.label_names)
+        out['teachers'].append({'name': t.name, 'spec': t.spec.text, **ck})
+    return out
+
+
+def _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed) -> EvalFlags:
+    from ..data.splits import default_val_split
+    return EvalFlags(dataset, str(data_dir), split or default_val_split(dataset), class_map=class_map,
+                     trust_label_order=trust_label_order, eval_subset=eval_subset, seed=seed)
+
+
+def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str | None = None, batch_size: int = 256,
+                    workers: int = 0, eval_subset: int = 0, class_map: str = '', trust_label_order: bool = False,
+                    seed: int = 42, say=print) -> dict:
+    """ρpos(teacher=row, student=column) for every pair, from one pass over the evaluation split."""
+    models = [load_model(s) for s in specs]
+    ref = models[0]
+    perms = [label_permutation(ref.label_names, m.label_names, ref.num_classes, m.num_classes, teacher=m.name)
+             for m in models]
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
+    ds = open_eval_data(flags, ref, say).dataset
+    preds, target = predict([InStudentOrder(m.model, perm) for m, perm in zip(models, perms)],
+                            [m.preprocessing for m in models], ds, batch_size=batch_size, num_workers=workers,
+                            desc='scan')
+    correct = [correctness(p, target) for p in preds]
+    names = [m.name for m in models]
+    return {
+        'names': names,
+        'top1': [percent(c) for c in correct],
+        'rho_pos': [[percent(positive_flips(ct, cs)) for cs in correct] for ct in correct],
+        'eval_samples': int(target.numel()),
+    }
+
+
+def format_scan(result: dict) -> str:
+    lines = [f"student {result['student_name']}: top-1 {result['student_top1']:.2f} on {result['eval_samples']} "
+             f"{result['dataset']} {result['split']} images",
+             f"{'teacher':16s}{'top-1':>8s}{'ρpos':>8s}{'ρneg':>8s}{'entropy':>9s}  top classes of its expertise "
+             f"(positive flips per class)"]
+    max_entropy = None
+    for t in sorted(result['teachers'], key=lambda t: -t['rho_pos']):
+        n = len(t['per_class_pos_flips'])
+        max_entropy = math.log(n)
+        top = ', '.join(f"{c['class']} {c['pos_flip_rate']:.1f}%" for c in t['top_classes'])
+        lines.append(f"{t['name']:16s}{t['teacher_top1']:8.2f}{t['rho_pos']:8.2f}{t['rho_neg']:8.2f}"
+                     f"{t['flip_entropy']:9.3f}  {top}")
+    if max_entropy is not None:
+        lines.append(f'ρ in % of images; entropy in nats (uniform over classes = {max_entropy:.3f}; lower = specialist)')
+    return '\n'.join(lines)
+
+
+def format_matrix(m: dict, markdown: bool = False) -> str:
+    names = m['names']
+    if markdown:
+        head = '| teacher \\ student | ' + ' | '.join(names) + ' |'
+        sep = '|---|' + '---:|' * len(names)
+        rows = [f"| **{n}** ({m['top1'][i]:.2f}) | " + ' | '.join(
+            '—' if i == j else f"{m['rho_pos'][i][j]:.2f}" for j in range(len(names))) + ' |'
+            for i, n in enumerate(names)]
+        return '\n'.join([head, sep] + rows)
+    width = max(8, max(len(n) for n in names) + 2)  # '-12.34' must not touch its neighbour
+    lines = [' ' * (width + 8) + ''.join(f'{n:>{width}s}' for n in names)]
+    for i, n in enumerate(names):
+        lines.append(f'{n:>{width}s}{m["top1"][i]:8.2f}' + ''.join(
+            f'{"-":>{width}s}' if i == j else f'{m["rho_pos"][i][j]:{width}.2f}' for j in range(len(names))))
+    lines.append('rows: teacher (with its top-1), columns: student; cell: ρpos(teacher, student) in %')
+    return '\n'.join(lines)

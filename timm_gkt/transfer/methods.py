@@ -1,0 +1,130 @@
+"""The transfer methods of METHOD.md, one registry entry each: everything the rest of timm_gkt knows about a method.
+
+The CLI choices, the flag checks, the dry-run plan, the stage planner, results.json, the
+model card and the study all read a :class:`Method`; nothing else compares method names.
+Adding a method is one builder and one entry here.
+
+No torch import at module level (the Hub side reads titles and descriptions without it);
+the task classes are imported when a task is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+DEFAULT_METHOD = 'kldp'
+
+
+@dataclass(frozen=True)
+class Method:
+    """One ``--transfer-method``.
+
+    ``hyperparameters`` names the config fields the method's task reads (and so the ones
+    results.json and the card report for it); ``routes_samples`` means it picks a target
+    per sample among several models, which is what parallel multi-teacher transfer needs.
+    """
+    name: str
+    title: str
+    description: str
+    build: Callable[..., object]
+    needs_teacher: bool = True
+    needs_frozen_student: bool = False
+    routes_samples: bool = False
+    hyperparameters: tuple[str, ...] = ()
+
+    def uses(self, hyperparameter: str) -> bool:
+        return hyperparameter in self.hyperparameters
+
+
+# Builders: the stage's student, teachers and frozen student, the number of optimizer updates the stage makes
+# (``updates``: what a method that follows the run length needs), and keyword arguments only, each taking
+# exactly its method's hyperparameters.
+
+def _build_ce(student, teachers, frozen_student, *, updates=None):
+    from .tasks import CrossEntropyTask
+    return CrossEntropyTask(student)
+
+
+def _build_kl(student, teachers, frozen_student, *, updates=None, kd_temperature=1.0):
+    from .tasks import KLDistillationTask
+    return KLDistillationTask(student, teachers[0], kd_temperature)
+
+
+def _build_xekl(student, teachers, frozen_student, *, updates=None, kd_temperature=1.0, xe_weight=0.3):
+    from .tasks import XEKLTask
+    return XEKLTask(student, teachers[0], kd_temperature, xe_weight)
+
+
+def _build_xekl_mcl(student, teachers, frozen_student, *, updates=None, kd_temperature=1.0, xe_weight=0.3,
+                    mcl_momentum=None, mcl_interval=2):
+    """τ given, or scaled to the stage's ``updates`` so the slow copy keeps the paper's share of the initial
+    student (:func:`~timm_gkt.transfer.stages.scaled_mcl_momentum`); a scaled τ is reported as derived."""
+    from .stages import PAPER_MOMENTUM, scaled_mcl_momentum
+    from .tasks import XEKLMCLTask
+    if mcl_momentum is None:
+        momentum = scaled_mcl_momentum(updates, mcl_interval) if updates else PAPER_MOMENTUM
+    else:
+        momentum = mcl_momentum
+    task = XEKLMCLTask(student, teachers[0], kd_temperature, xe_weight, momentum, mcl_interval)
+    if mcl_momentum is None:
+        task.derived['mcl_momentum'] = momentum
+    return task
+
+
+def _build_kldp(student, teachers, frozen_student, *, updates=None, kd_temperature=1.0, dp_mode='supervised'):
+    from .tasks import KLDPTask, ParallelKLDPTask
+    if len(teachers) > 1:
+        return ParallelKLDPTask(student, teachers, frozen_student, kd_temperature, dp_mode)
+    return KLDPTask(student, teachers[0], frozen_student, kd_temperature, dp_mode)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method(
+        'ce', 'CE control (no teacher)',
+        'CE control: the student trained further with plain cross-entropy and no teacher, the baseline that tells '
+        'transfer apart from more training.',
+        _build_ce, needs_teacher=False),
+    Method(
+        'kl', 'KL-Dist',
+        'KL-Dist: the student is distilled towards the teacher on every image; without a safeguard this can '
+        'overwrite what the student knew.',
+        _build_kl, hyperparameters=('kd_temperature',)),
+    Method(
+        'xekl', 'XE-KL',
+        'XE-KL: distillation towards the teacher mixed with cross-entropy on the labels.',
+        _build_xekl, hyperparameters=('kd_temperature', 'xe_weight')),
+    Method(
+        'xekl-mcl', 'XE-KL + MCL',
+        'XE-KL + MCL: XE-KL on a fast copy of the student while a slow copy, updated by momentum '
+        'interpolation of the weights, is evaluated and exported, which limits forgetting.',
+        _build_xekl_mcl, hyperparameters=('kd_temperature', 'xe_weight', 'mcl_momentum', 'mcl_interval')),
+    Method(
+        'kldp', 'KL + DP',
+        'KL + DP (data partitioning): every training image is distilled from whichever of the teacher and the '
+        'frozen initial student is more confident (in the true class when supervised), so the student learns '
+        'from the teacher only where the teacher knows better and keeps its own predictions elsewhere.',
+        _build_kldp, needs_frozen_student=True, routes_samples=True,
+        hyperparameters=('kd_temperature', 'dp_mode')),
+)}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f'Unknown transfer method {name!r}; choose one of {", ".join(METHODS)}.') from None
+
+
+def methods_using(hyperparameter: str) -> list[str]:
+    """Names of the methods that read a hyperparameter (for flag errors such as '--dp-mode applies to ...')."""
+    return [m.name for m in METHODS.values() if m.uses(hyperparameter)]
+
+
+def create_task(method: str | Method, student, teachers: Sequence, frozen_student, updates: int | None = None,
+                **hyperparameters: object):
+    """The method's TrainingTask for a stage of ``updates`` optimizer updates; ``hyperparameters`` may hold more
+    than the method reads (the rest is ignored). Values the builder derived (a scaled MCL τ) are in
+    ``task.derived``."""
+    method = method if isinstance(method, Method) else get_method(method)
+    own: Mapping[str, object] = {k: hyperparameters[k] for k in method.hyperparameters if k in hyperparameters}
+    return method.build(student, list(teachers), frozen_student, updates=updates, **own)
