@@ -1,9 +1,9 @@
-"""scripts/benchmark.py: every contender runs and reports; --device cuda without a GPU is one sentence, exit 2.
+"""studies/benchmark: every contender runs and reports; --device cuda without a GPU is one sentence, exit 2.
 
 Timings are not asserted (a busy test machine decides them); the structure of the
 report, the cache being read without a miss and float32 storage being exact are.
 """
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -15,10 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope='module')
 def benchmark():
-    spec = importlib.util.spec_from_file_location('gkt_benchmark', ROOT / 'scripts' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module('studies.benchmark.run')
 
 
 def test_cuda_without_a_gpu_is_one_sentence_and_exit_2(benchmark, monkeypatch, capsys):

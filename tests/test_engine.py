@@ -10,7 +10,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from timm_gkt.cli.config import parse_args
-from timm_gkt.transfer.engine import create_mixup, train_one_epoch
+from timm_gkt.transfer.engine import create_mixup
+from timm_gkt.transfer.epoch import train_one_epoch
 from timm_gkt.errors import NonFiniteLoss
 from timm_gkt.transfer.stages import updates_per_epoch
 from timm_gkt.transfer.tasks import CrossEntropyTask, KLDPTask

@@ -90,7 +90,7 @@ def test_cli_table_says_when_the_top1_is_on_a_subset():
 def test_routed_shares_take_the_last_epoch_of_each_teachers_stage():
     import torch
 
-    from timm_gkt.transfer.engine import flip_shares
+    from timm_gkt.transfer.epoch import flip_shares
     from timm_gkt.report.results import routed_shares
     # 8 positive flips, 6 of them routed; 4 negative flips, 1 routed
     flips = flip_shares(torch.tensor([8, 6, 4, 1]))

@@ -268,3 +268,15 @@ def test_a_study_call_ends_with_what_it_finished_and_what_is_missing(chained_stu
         (tmp_path / 'runs' / f'{name}.json').write_text('{}')
     study.run_part(run_args)
     assert capsys.readouterr().out.splitlines()[-1].startswith('[study] part complete: `python -m studies.zoo.study --report`')
+
+
+def test_committed_records_name_models_by_their_place_in_the_repository():
+    """No record of the studies holds this machine's paths: models are local-dir:zoo/NAME or a repository path."""
+    from studies.zoo.recipe import ROOT, repo_relative
+    record = {'results': {'student': f'local-dir:{ROOT.as_posix()}/output/study/vit_a__ce/export',
+                          'teachers': [{'spec': f'local-dir:{ROOT.as_posix()}/zoo/resnet_a'}]}}
+    assert repo_relative(record) == {'results': {'student': 'local-dir:output/study/vit_a__ce/export',
+                                                 'teachers': [{'spec': 'local-dir:zoo/resnet_a'}]}}
+    leaks = [str(p.relative_to(ROOT)) for p in (ROOT / 'studies').rglob('*.json')
+             if any(m in p.read_text() for m in ('local-dir:/', '"/root/', '"/home/', '"/work/', '"/tmp/'))]
+    assert leaks == []

@@ -380,3 +380,23 @@ def test_ce_control_is_one_stage_even_with_several_teachers(tmp_path, micro_zoo,
     assert code == 0
     assert [row['stage'] for row in r['epochs']] == [0]
     assert len(r['teachers']) == 2 and all(t['routed_share'] is None for t in r['teachers'])
+
+
+@pytest.mark.slow
+def test_each_model_is_built_once_in_a_single_teacher_run(micro_zoo, data_dir, tmp_path, monkeypatch):
+    """The teacher is loaded by preflight and kept for its one stage (released only between stages of a
+    multi-stage run); the frozen student is a copy, never a new model."""
+    import collections
+
+    import timm
+    built = collections.Counter()
+    real = timm.create_model
+
+    def counting(name, *args, **kwargs):
+        built[name] += 1
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(timm, 'create_model', counting)
+    code, r = run_train(tmp_path, micro_zoo, data_dir, '--model', spec(micro_zoo, 'q_vit'),
+                        '--teachers', spec(micro_zoo, 'q_cnn'))
+    assert code == 0 and r['transfer_delta'] is not None
+    assert built == {spec(micro_zoo, 'q_vit'): 1, spec(micro_zoo, 'q_cnn'): 1}

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from studies.zoo.build import (
+from studies.zoo.training import (
     FMNIST, HALF, IMAGENET, PIXELS, Recipe, ZooEntry, create_zoo_model, data_config, evaluate, run_epochs,
 )
-from studies.zoo.study import BASE_FLAGS
-from timm_gkt.data.sources import FASHION_MNIST_LABELS, create_image_dataset, load_fashion_mnist_tensors
-from timm_gkt.models.load import InputAdaptor, count_parameters, load_model
+from studies.zoo.recipe import BASE_FLAGS
+from timm_gkt.data import FASHION_MNIST_LABELS, create_image_dataset, load_fashion_mnist_tensors
+from timm_gkt.models import InputAdaptor, count_parameters, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / 'zoo' / 'converged'
@@ -142,8 +142,6 @@ def read_record(name: str) -> dict | None:
 
 def train(entry: ZooEntry, images, labels, test_ds, val_ds, log=print) -> dict:
     """Train one model with its recipe (resumable per epoch), save it, and start its record."""
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
     r = entry.recipe
     cache = CACHE / entry.name
     cache.mkdir(parents=True, exist_ok=True)
@@ -152,20 +150,7 @@ def train(entry: ZooEntry, images, labels, test_ds, val_ds, log=print) -> dict:
     model = create_model(entry)
     prep = entry.preprocessing
     adaptor = InputAdaptor(PIXELS, prep)
-    optimizer = create_optimizer_v2(model, opt='momentum' if r.opt == 'sgd' else r.opt, lr=r.lr,
-                                    weight_decay=r.weight_decay, momentum=r.momentum)
-    steps = len(labels) // r.batch_size
-    scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=r.epochs, warmup_epochs=r.warmup_epochs,
-                                       warmup_lr=r.lr * 0.01, min_lr=1e-6, step_on_epochs=False,
-                                       updates_per_epoch=steps)
-    state = {'epoch': 0, 'history': [], 'seconds': 0.0}
-    if ckpt.is_file():
-        saved = torch.load(ckpt, map_location='cpu', weights_only=False)
-        if saved.get('recipe') == asdict(r):
-            model.load_state_dict(saved['model'])
-            optimizer.load_state_dict(saved['optimizer'])
-            state = saved['state']
-            log(f'{entry.name}: resuming after epoch {state["epoch"]}')
+    optimizer, scheduler, state = _optimizer_and_state(entry, model, len(labels) // r.batch_size, ckpt, log)
     clock = [time.time()]
 
     def on_epoch_end(epoch: int, loss: float) -> None:
@@ -203,6 +188,28 @@ def train(entry: ZooEntry, images, labels, test_ds, val_ds, log=print) -> dict:
     write_record(record)
     log(f'{entry.name}: trained; test top-1 {record["trained"]["test_top1"]:.2f} (weights in {ZOO / entry.name})')
     return record
+
+
+def _optimizer_and_state(entry: ZooEntry, model, steps: int, ckpt: Path, log):
+    """The recipe's optimizer and per-update cosine schedule, and the state to go on from (resumed when the
+    checkpoint was written for this recipe)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    r = entry.recipe
+    optimizer = create_optimizer_v2(model, opt='momentum' if r.opt == 'sgd' else r.opt, lr=r.lr,
+                                    weight_decay=r.weight_decay, momentum=r.momentum)
+    scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=r.epochs, warmup_epochs=r.warmup_epochs,
+                                       warmup_lr=r.lr * 0.01, min_lr=1e-6, step_on_epochs=False,
+                                       updates_per_epoch=steps)
+    state = {'epoch': 0, 'history': [], 'seconds': 0.0}
+    if ckpt.is_file():
+        saved = torch.load(ckpt, map_location='cpu', weights_only=False)
+        if saved.get('recipe') == asdict(r):
+            model.load_state_dict(saved['model'])
+            optimizer.load_state_dict(saved['optimizer'])
+            state = saved['state']
+            log(f'{entry.name}: resuming after epoch {state["epoch"]}')
+    return optimizer, scheduler, state
 
 
 def model_numbers(model, prep, images, labels, test_ds, val_ds) -> dict:

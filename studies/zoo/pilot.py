@@ -38,13 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .polish import applied_rounds, plateau_reached, rounds, weights_of_round
-from .study import BASE_FLAGS, ROOT, VALIDATION_SPLIT, _train_in_child
+from .recipe import BASE_FLAGS, ROOT, VALIDATION_SPLIT, repo_relative
+from .study import _train_in_child
 
 PILOT_DIR = ROOT / 'studies' / 'zoo' / 'pilot'
 WORK = ROOT / '.zoo_cache' / 'pilot'
@@ -143,7 +143,7 @@ def run(student: Student, spec: str, data_dir: str, val: bool) -> None:
     if code != 0:
         raise SystemExit(f'[pilot] {name} failed (exit {code}); log: {WORK / f"{name}.log"}')
     PILOT_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(WORK / name / 'results.json', record)
+    record.write_text(json.dumps(repo_relative(json.loads((WORK / name / 'results.json').read_text())), indent=2))
     r = json.loads(record.read_text())
     print(f'[pilot] {name}: {r["top1_before"]:.2f} -> {r["top1_after"]:.2f} (p = {r["p_value"]:.2g})', flush=True)
 
@@ -158,12 +158,8 @@ def _control_of(stem: str) -> str:
     return (lr[0] if lr else LR) + (f'+{aug[0]}' if aug else '') + (f'/E{epochs[0]}' if epochs else '')
 
 
-def paired(student: Student, data_dir: str, val: bool) -> None:
-    """Every finished run of the split against the CE control of its lr, on the same images."""
-    from timm_gkt.data.sources import create_image_dataset
-    from timm_gkt.evaluation.predictions import predict
-    from timm_gkt.evaluation.metrics import correctness, knowledge_gain, knowledge_loss, mcnemar_p_value
-    from timm_gkt.models.load import load_model
+def pilot_exports(student: Student, val: bool) -> dict[str, Path]:
+    """The models ``paired`` compares: the start, the CE control of each lr, every finished run, the teachers."""
     mine = sorted(PILOT_DIR.glob(f'{student.prefix}__*.json'))
     ce_runs = f'{student.prefix}__ce'
     records = [r for r in mine if r.stem.endswith('__val') == val]
@@ -175,8 +171,17 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
         runs.update({r.stem: WORK / r.stem / 'export' for r in mine
                      if not r.stem.endswith('__val') and not r.stem.startswith(ce_runs)})
     teachers = sorted({t for stem in runs for t in stem.split('__')[1].split('-')})
-    exports = {'start': student.export, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
-               **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
+    return {'start': student.export, **{f'ce@{lr}': path for lr, path in controls.items()}, **runs,
+            **{f'teacher:{t}': ROOT / 'zoo' / t for t in teachers}}
+
+
+def paired(student: Student, data_dir: str, val: bool) -> None:
+    """Every finished run of the split against the CE control of its lr, on the same images."""
+    from timm_gkt.data import create_image_dataset
+    from timm_gkt.evaluation import correctness, knowledge_gain, knowledge_loss, predict
+    from timm_gkt.models import load_model
+    from timm_gkt.report import mcnemar_p_value
+    exports = pilot_exports(student, val)
     models = [load_model(f'local-dir:{path}') for path in exports.values()]
     split = VALIDATION_SPLIT if val else 'test'
     preds, target = predict([m.model for m in models], [m.preprocessing for m in models],
@@ -191,38 +196,44 @@ def paired(student: Student, data_dir: str, val: bool) -> None:
 
     out = {'split': split, 'images': len(target),
            'top1': {name: round(100 * r.double().mean().item(), 2) for name, r in right.items()}, 'runs': {}}
-
-    def rho_pos(teacher: str, name: str) -> float:  # teacher right where `name` is wrong, in points
-        return round(100 * (right[f'teacher:{teacher}'] & ~right[name]).double().mean().item(), 2)
-
     for name in [n for n in exports if n != 'start' and not n.startswith('teacher:')]:
-        condition = name.split('@')[1] if name.startswith('ce@') else _control_of(name)
-        lr_and_aug, _, epochs = condition.partition('/E')
-        lr, _, aug = lr_and_aug.partition('+')
-        entry = {'lr': lr, **({'augmentation': aug} if aug else {}), **({'epochs': int(epochs)} if epochs else {}),
-                 'vs_start': versus('start', name)}
-        if not name.startswith('ce@'):
-            control = f'ce@{condition}'
-            if control in right:
-                entry['vs_ce'] = versus(control, name)
-            # the teacher's complementary knowledge left in the start, the CE control and this run: what the
-            # run took beyond more training is its drop minus the control's
-            teachers_part = name.split('__')[1]
-            chain = teachers_part.split('-')
-            knowledge = [{'teacher': t, 'start': rho_pos(t, 'start'), 'run': rho_pos(t, name),
-                          **({'ce': rho_pos(t, control)} if control in right else {})} for t in chain]
-            entry['rho_pos'] = knowledge[0] if len(chain) == 1 else knowledge
-            # sequential: against each teacher's single run of the same method and condition (paper: it beats the best)
-            singles = {t: name.replace(f'__{teachers_part}__', f'__{t}__', 1) for t in chain} if len(chain) > 1 else {}
-            if any(single in right for single in singles.values()):
-                entry['vs_single'] = {t: versus(single, name) for t, single in singles.items() if single in right}
-        out['runs'][name] = entry
+        entry = out['runs'][name] = _paired_entry(name, right, versus)
         shown = {k: v for k, v in entry.items() if k not in ('lr', 'augmentation', 'epochs')}
         print(f'{name:40s} top-1 {out["top1"][name]:.2f}', shown, flush=True)
     print(f'start top-1 {out["top1"]["start"]:.2f} on {split}')
     path = PILOT_DIR / 'paired' / f'{student.prefix}__{"val" if val else "test"}.json'
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
+
+
+def _paired_entry(name: str, right: dict, versus) -> dict:
+    """One run against the start and its CE control, and the teachers' complementary knowledge left in each."""
+    condition = name.split('@')[1] if name.startswith('ce@') else _control_of(name)
+    lr_and_aug, _, epochs = condition.partition('/E')
+    lr, _, aug = lr_and_aug.partition('+')
+    entry = {'lr': lr, **({'augmentation': aug} if aug else {}), **({'epochs': int(epochs)} if epochs else {}),
+             'vs_start': versus('start', name)}
+    if name.startswith('ce@'):
+        return entry
+
+    def rho_pos(teacher: str, model: str) -> float:  # teacher right where `model` is wrong, in points
+        return round(100 * (right[f'teacher:{teacher}'] & ~right[model]).double().mean().item(), 2)
+
+    control = f'ce@{condition}'
+    if control in right:
+        entry['vs_ce'] = versus(control, name)
+    # the teacher's complementary knowledge left in the start, the CE control and this run: what the
+    # run took beyond more training is its drop minus the control's
+    teachers_part = name.split('__')[1]
+    chain = teachers_part.split('-')
+    knowledge = [{'teacher': t, 'start': rho_pos(t, 'start'), 'run': rho_pos(t, name),
+                  **({'ce': rho_pos(t, control)} if control in right else {})} for t in chain]
+    entry['rho_pos'] = knowledge[0] if len(chain) == 1 else knowledge
+    # sequential: against each teacher's single run of the same method and condition (paper: it beats the best)
+    singles = {t: name.replace(f'__{teachers_part}__', f'__{t}__', 1) for t in chain} if len(chain) > 1 else {}
+    if any(single in right for single in singles.values()):
+        entry['vs_single'] = {t: versus(single, name) for t, single in singles.items() if single in right}
+    return entry
 
 
 def main(argv=None) -> None:

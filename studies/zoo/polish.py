@@ -32,9 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-from .study import BASE_FLAGS
+from .recipe import BASE_FLAGS, ROOT, repo_relative
 
 TOLERANCE = 0.2
 RECORDS = ROOT / 'studies' / 'zoo' / 'polish'  # one committed record per round
@@ -124,7 +123,7 @@ def record_round(out: Path, name: str, k: int) -> Path:
     r = json.loads((folder / 'results.json').read_text())
     path = RECORDS / name / f'round{k}.json'
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({key: r[key] for key in RECORD_KEYS if key in r}, indent=1))
+    path.write_text(json.dumps(repo_relative({key: r[key] for key in RECORD_KEYS if key in r}), indent=1))
     weights = RECORDS / name / f'round{k}'
     weights.mkdir(exist_ok=True)
     for file in WEIGHT_FILES:

@@ -28,37 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-STUDY_DIR = ROOT / 'studies' / 'zoo'
-RUNS_DIR = STUDY_DIR / 'runs'
-ZOO = ROOT / 'zoo'
-WORK = ROOT / 'output' / 'study'  # run folders (checkpoints, exports); --work
-
-# The study's one recipe (shared with studies/zoo/polish.py, whose rounds are exactly the CE control):
-# SGD with momentum 0.9 (timm 'momentum': no Nesterov), per-update cosine decay, weight decay 1e-4,
-# batch 128, flips only (the zoo was trained with shifts and flips), two passes over the 55,000
-# transfer images: the first 55,000 training images; the last 5,000 are the validation split on
-# which the learning rate was chosen. All reported metrics are on the 10,000 test images.
-TRANSFER_SPLIT = 'train[:55000]'
-VALIDATION_SPLIT = 'train[55000:]'
-BASE_FLAGS = ['--opt', 'momentum', '--weight-decay', '1e-4', '--epochs', '2', '-b', '128',
-              '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--seed', '0', '--checkpoint-hist', '1',
-              '--train-split', TRANSFER_SPLIT]
-LR_GRID = ('1e-4', '3e-4', '1e-3')
-# chosen on the validation split by `run --part select` (see README, "Zoo study"); None until then
-CHOSEN_LR_FILE = STUDY_DIR / 'chosen.json'
-
-PAIR_METHODS = {
-    'kl': ['--transfer-method', 'kl'],
-    'xekl': ['--transfer-method', 'xekl'],
-    'xekl-mcl': ['--transfer-method', 'xekl-mcl'],
-    'kldp': ['--transfer-method', 'kldp'],
-    'kldp-unsup': ['--transfer-method', 'kldp', '--dp-mode', 'unsupervised'],
-}
-FIRST_WAVE = ('kldp', 'kl')  # studies/zoo/study.py run --part main runs these for every pair before the rest
-# three pairs for the choice of lr: a stronger, an about equal and a weaker teacher, three families
-SELECT_PAIRS = (('vit_a', 'resnet_a'), ('effnet_a', 'byob_a'), ('resnet_a', 'convnext_a'))
+from .recipe import (
+    BASE_FLAGS, CHOSEN_LR_FILE, FIRST_WAVE, LR_GRID, PAIR_METHODS, ROOT, RUNS_DIR, SELECT_PAIRS, STUDY_DIR,
+    VALIDATION_SPLIT, WORK, ZOO, chosen_lr, repo_relative, zoo_names,
+)
+from .scans import fit_predictor, scan_zoo
 
 
 @dataclass
@@ -74,16 +48,6 @@ class Run:
     @property
     def record_path(self) -> Path:
         return RUNS_DIR / f'{self.name}.json'
-
-
-def zoo_names() -> list[str]:
-    return [m['name'] for m in json.loads((ZOO / 'index.json').read_text())['models']]
-
-
-def chosen_lr() -> str:
-    if not CHOSEN_LR_FILE.is_file():
-        raise SystemExit('no learning rate chosen yet: run `python -m studies.zoo.study run --part select` first.')
-    return json.loads(CHOSEN_LR_FILE.read_text())['lr']
 
 
 def select_runs() -> list[Run]:
@@ -225,7 +189,7 @@ def _execute(run: Run, args) -> dict | None:
               'threads': args.threads, **({'after': run.after.name} if run.after else {}), 'results': results}
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = run.record_path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(record, indent=1))
+    tmp.write_text(json.dumps(repo_relative(record), indent=1))
     tmp.replace(run.record_path)  # a half-written record never looks finished
     print(f'[study] {run.name}: Δ {results["transfer_delta"]:+.2f} (p={results["p_value"]:.2g}) '
           f'in {record["wall_seconds"]:.0f} s', flush=True)
@@ -264,7 +228,7 @@ def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
 
 def choose_lr() -> None:
     """The lr whose KL+DP runs gain most on the validation split, on average over the 3 pairs."""
-    from timm_gkt.report.stats import mean
+    from timm_gkt.report import mean
     by_lr = {}
     for lr in LR_GRID:
         deltas = []
@@ -280,80 +244,6 @@ def choose_lr() -> None:
         'validation_split': VALIDATION_SPLIT, 'pairs': [list(p) for p in SELECT_PAIRS],
         'mean_delta_by_lr': {k: round(v, 3) for k, v in by_lr.items()}}, indent=1))
     print(f'[study] chosen lr {best} (mean validation Δ by lr: {by_lr})')
-
-
-def scan_zoo(args) -> None:
-    """Scan every student against the other seven on the validation split (which teachers a sequential run
-    uses) and on the test split (the predictor's features, as a user's scan would measure them)."""
-    from timm_gkt.evaluation.scans import scan
-    names = zoo_names()
-    for split, path in ((VALIDATION_SPLIT, STUDY_DIR / 'scan_validation.json'), ('test', STUDY_DIR / 'scan_test.json')):
-        if path.is_file():
-            continue
-        out = {}
-        for s in names:
-            others = [t for t in names if t != s]
-            r = scan(f'local-dir:{ZOO / s}', [f'local-dir:{ZOO / t}' for t in others], 'torch/fashion_mnist',
-                     args.data_dir, split=split)
-            out[s] = {'student_top1': r['student_top1'], 'eval_samples': r['eval_samples'],
-                      'teachers': {t: {k: v for k, v in e.items() if k not in ('spec', 'per_class_pos_flips')}
-                                   for t, e in zip(others, r['teachers'])}}
-            print(f'[study] scanned {s} on {split}', flush=True)
-        STUDY_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({'split': split, 'students': out}, indent=1))
-    validation = json.loads((STUDY_DIR / 'scan_validation.json').read_text())['students']
-    matrix = {t: {s: validation[s]['teachers'][t]['rho_pos'] for s in names if s != t} for t in names}
-    (STUDY_DIR / 'rho_pos_validation.json').write_text(json.dumps({'split': VALIDATION_SPLIT, 'rho_pos': matrix},
-                                                                  indent=1))
-    scan_controls(args, names)
-
-
-def scan_controls(args, names: list[str]) -> None:
-    """Each CE control's student against the same seven teachers on the test split: how much of a teacher's
-    complementary knowledge more training alone takes (Δρpos of the control), the yardstick for a transfer's."""
-    from timm_gkt.evaluation.scans import scan
-    path = STUDY_DIR / 'scan_ce_test.json'
-    if path.is_file():
-        return
-    exports = {s: Path(args.work) / f'{s}__ce' / 'export' for s in names}
-    missing = [s for s, e in exports.items() if not (e / 'model.safetensors').is_file()]
-    if missing:
-        print(f'[study] the CE controls of {", ".join(missing)} are not in {args.work}: run '
-              f'`python -m studies.zoo.study run --part main` first; scan_ce_test.json not written', flush=True)
-        return
-    out = {}
-    for s in names:
-        others = [t for t in names if t != s]
-        r = scan(f'local-dir:{exports[s]}', [f'local-dir:{ZOO / t}' for t in others], 'torch/fashion_mnist',
-                 args.data_dir, split='test')
-        out[s] = {'ce_top1': r['student_top1'],
-                  'teachers': {t: {'rho_pos': e['rho_pos'], 'rho_neg': e['rho_neg']}
-                               for t, e in zip(others, r['teachers'])}}
-        print(f'[study] scanned the CE control of {s} on test', flush=True)
-    path.write_text(json.dumps({'split': 'test', 'students': out}, indent=1))
-
-
-def fit_predictor(args) -> None:
-    """Fit the gain predictor on the single-teacher KL+DP runs and the test-split scan; write it into the package."""
-    from timm_gkt.evaluation.predictor import COEFFICIENTS, fit, leave_one_student_out, pair_features
-    scans = json.loads((STUDY_DIR / 'scan_test.json').read_text())['students']
-    rows = []
-    for path in sorted(RUNS_DIR.glob('*__kldp.json')):
-        rec = json.loads(path.read_text())
-        if rec['kind'] != 'pair':
-            continue
-        s, t = rec['student'], rec['teachers'][0]
-        rows.append({'student': s, 'teacher': t, 'delta': rec['results']['transfer_delta'],
-                     **pair_features(scans[s]['student_top1'], scans[s]['teachers'][t])})
-    students = sorted({r['student'] for r in rows})
-    predictor = fit(rows, alpha=args.alpha, fitted_on={
-        'pairs': len(rows), 'students': len(students), 'method': 'kldp (supervised)',
-        'description': 'timm_gkt zoo on Fashion-MNIST, 2 passes over 55k images'})
-    predictor.save(COEFFICIENTS)
-    validation = leave_one_student_out(rows, alpha=args.alpha)
-    (STUDY_DIR / 'predictor_validation.json').write_text(json.dumps({'rows': rows, **validation}, indent=1))
-    print(f'[study] predictor fitted on {len(rows)} pairs of {len(students)} students; leave-one-student-out '
-          f'Spearman {validation["spearman"]:.2f}, MAE {validation["mae"]:.3f} points -> {COEFFICIENTS}')
 
 
 def status(args) -> None:

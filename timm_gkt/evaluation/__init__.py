@@ -10,8 +10,8 @@ from .._lazy import lazy_names, names_of
 
 _LAZY = names_of({
     '.predictions': ('predict', 'top1'),
-    '.metrics': ('complementary_knowledge', 'correctness', 'negative_flips', 'percent', 'positive_flips',
-                 'transfer_metrics'),
+    '.metrics': ('complementary_knowledge', 'correctness', 'knowledge_gain', 'knowledge_loss', 'negative_flips', 'percent',
+                 'positive_flips', 'transfer_metrics'),
     '.scans': ('format_matrix', 'format_scan', 'pairwise_matrix', 'scan'),
     '.predictor': ('COEFFICIENTS', 'Predictor', 'annotate_scan', 'fit', 'format_prediction',
                    'leave_one_student_out', 'pair_features'),

@@ -148,16 +148,15 @@ def eval_images_text(results: dict) -> str:
 
 def format_table(results: dict) -> str:
     """The before/after table the CLI prints at the end of a run."""
-    from ..transfer.methods import get_method
     mode = f", {results['multi_teacher']}" if results.get('multi_teacher') else ''
     rows = before_after_rows(results)
 
     def line(r: Row) -> str:
         return f'{_CLI_LABELS[r.quantity]:34s}{r.before:9.2f}{r.after:9.2f}{r.delta:+9.2f}'
 
+    title = results.get('method_title') or results['method']
     lines = [f"Transfer into {results['student_name']} from {', '.join(results['stage_order']) or 'no teacher'} "
-             f"({get_method(results['method']).title}{mode}, {results['hyperparameters']['epochs']} epoch(s) per "
-             f"stage, {eval_images_text(results)})",
+             f"({title}{mode}, {results['hyperparameters']['epochs']} epoch(s) per stage, {eval_images_text(results)})",
              f"{'':34s}{'before':>9s}{'after':>9s}{'Δ':>9s}",
              line(rows[0]),
              f"{'  knowledge gained / lost':34s}{'':9s}{'':9s}  +{results['knowledge_gain']:.2f} / "

@@ -19,7 +19,7 @@ _LAZY = names_of({
                'XEKLTask'),
     '.stages': ('MULTI_TEACHER_MODES', 'TEACHER_ORDERS', 'Stage', 'order_teachers', 'plan_stages',
                 'scaled_mcl_momentum', 'soup', 'updates_per_epoch'),
-    '.engine': ('Baseline', 'Transfer', 'measure_baseline', 'order_stages', 'run_stages'),
+    '.engine': ('Baseline', 'Transfer', 'create_train_loader', 'measure_baseline', 'order_stages', 'run_stages'),
     '.rundir': ('export_student',),
 })
 __getattr__ = lazy_names(__name__, _LAZY)
