@@ -129,6 +129,17 @@ def config(*extra):
     (['--teachers', TEACHER, '--initial-checkpoint', '/nonexistent/w.pth'], '--initial-checkpoint /nonexistent'),
     (['--teachers', TEACHER, '--teacher-cache', 'c', '--mixup', '0.2'], 'drop --mixup/--cutmix or --teacher-cache.'),
     (['--teachers', TEACHER, '--teacher-cache', 'c', '--cutmix', '1'], 'random blends of two samples'),
+    (['--transfer-method', 'ce', '--xe-weight', '0.3'], '--xe-weight applies to --transfer-method xekl, xekl-mcl, kldp'),
+    (['--teachers', TEACHER, '--transfer-method', 'kl', '--dp-routing', 'three-way'],
+     '--dp-routing applies to --transfer-method kldp only.'),
+    (['--teachers', TEACHER, '--dp-mode', 'unsupervised', '--xe-weight', '0.3'],
+     '--xe-weight needs the labels, which --dp-mode unsupervised does not use; drop it or route supervised'),
+    (['--teachers', TEACHER, '--dp-mode', 'unsupervised', '--dp-calibration', 'temperature'],
+     '--dp-calibration needs the labels'),
+    (['--teachers', f'{TEACHER},{TEACHER2}', '--multi-teacher', 'parallel', '--dp-routing', 'soft'],
+     'with --multi-teacher parallel use --multi-teacher sequential, or drop them'),
+    (['--teachers', TEACHER, '--dp-calibration', 'temperature', '--dp-calibration-images', '10'],
+     '--dp-calibration-images 10 is'),
 ])
 def test_check_flags_refuses_contradictions_in_one_sentence(extra, message):
     with pytest.raises(ConfigError) as info:
@@ -144,6 +155,29 @@ def test_check_flags_accepts_what_each_method_reads():
     check_flags(config('--teachers', TEACHER, '--transfer-method', 'xekl-mcl', '--mcl-momentum', '0.99'))
     check_flags(config('--teachers', f'{TEACHER},{TEACHER2}', '--multi-teacher', 'parallel'))
     check_flags(config('--teachers', TEACHER, '--transfer-method', 'kl', '--multi-teacher', 'parallel'))  # 1 teacher
+    check_flags(config('--teachers', TEACHER, '--xe-weight', '0.3', '--dp-routing', 'three-way', '--dp-calibration',
+                       'temperature'))  # this project's KL+DP options
+    check_flags(config('--teachers', f'{TEACHER},{TEACHER2}', '--multi-teacher', 'parallel', '--xe-weight', '0.5'))
+
+
+def test_each_method_has_its_own_default_label_weight():
+    """--xe-weight means λ of the labels for every method that reads it: XE-KL's 0.3, KL+DP's 0 (the paper's)."""
+    assert config('--teachers', TEACHER).hyperparameter('xe_weight') == 0.0
+    assert config('--teachers', TEACHER, '--transfer-method', 'xekl').hyperparameter('xe_weight') == 0.3
+    assert config('--teachers', TEACHER, '--xe-weight', '0.1').hyperparameter('xe_weight') == 0.1
+
+
+def test_an_args_yaml_written_before_the_kldp_options_keeps_its_kldp(tmp_path):
+    """timm_gkt 0.1 wrote XE-KL's default xe_weight 0.3 into every run's args.yaml; read back for a KL+DP run it
+    must stay the paper's KL+DP (no label term), while a file of this version keeps what it says."""
+    old = tmp_path / 'old.yaml'
+    old.write_text(yaml.safe_dump({'model': STUDENT, 'teachers': [TEACHER], 'transfer_method': 'kldp',
+                                   'xe_weight': 0.3}))
+    assert parse_args(['-c', str(old)]).hyperparameter('xe_weight') == 0.0
+    new = tmp_path / 'new.yaml'
+    new.write_text(yaml.safe_dump({'model': STUDENT, 'teachers': [TEACHER], 'transfer_method': 'kldp',
+                                   'xe_weight': 0.3, 'dp_routing': 'two-way'}))
+    assert parse_args(['-c', str(new)]).hyperparameter('xe_weight') == 0.3
 
 
 def test_help_shows_every_default_once(capsys):

@@ -109,3 +109,28 @@ def test_only_flip_augmentation_is_accepted():
     with pytest.raises(ConfigError, match=r'--data-in-memory replays flips only, not --reprob 0.25'):
         check_flags(config(reprob=0.25))
     check_flags(dataclasses.replace(config(reprob=0.25), data_in_memory=False))  # timm's loader handles it
+
+
+@pytest.mark.parametrize('prep, flips', [(RGB32, {'hflip': 0.5}), (Preprocessing((1, 28, 28), (0.286,), (0.353,)),
+                                                                  {'hflip': 0.5, 'vflip': 0.3})],
+                         ids=['rgb32-hflip', 'gray28-both-flips'])
+def test_batches_equal_the_per_image_loaders_through_accelerate(prep, flips):
+    """Same images, order, flips and targets, batch for batch, over two epochs: in memory is only faster."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    from timm_gkt.transfer.engine import create_train_loader
+    ds, student = PilDataset(), SimpleNamespace(preprocessing=prep)
+    cfg = config(batch_size=5, **flips)
+    set_seed(cfg.seed)
+    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    per_image = accelerator.prepare(create_train_loader(cfg, ds, student))
+    memory = create_memory_loader(cfg, ds, student, accelerator)
+    assert len(memory) == len(per_image) == N // 5
+    for epoch in (0, 1):
+        per_image.set_epoch(epoch)
+        per_image.dataset.set_epoch(epoch)
+        memory.set_epoch(epoch)
+        for (x, y, i), (xm, ym, im) in zip(per_image, memory):
+            assert torch.equal(i, im) and torch.equal(y, ym)
+            assert torch.equal(x, xm)

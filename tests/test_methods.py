@@ -33,7 +33,8 @@ def test_what_each_method_needs():
     assert needs == {'ce': (False, False, False), 'kl': (True, False, False), 'xekl': (True, False, False),
                      'xekl-mcl': (True, False, False), 'kldp': (True, True, True)}
     assert methods_using('dp_mode') == ['kldp'] and methods_using('mcl_momentum') == ['xekl-mcl']
-    assert methods_using('xe_weight') == ['xekl', 'xekl-mcl']
+    assert methods_using('xe_weight') == ['xekl', 'xekl-mcl', 'kldp']
+    assert methods_using('dp_routing') == methods_using('dp_calibration') == ['kldp']
     assert not get_method('ce').uses('kd_temperature')
 
 
@@ -62,9 +63,18 @@ def test_create_task_builds_each_method_with_its_arguments(setup):
     mcl = create_task('xekl-mcl', s.student, s.teachers[:1], None, **args)
     assert type(mcl) is XEKLMCLTask and mcl.momentum == 0.9 and mcl.interval == 3 and mcl.xe_weight == 0.25
     assert mcl.get_trainable_module(ema=True).decay == 0.9
-    kldp = create_task('kldp', s.student, s.teachers[:1], s.frozen, **args)
+    unlabelled = {**args, 'xe_weight': None}  # KL+DP's label term needs the labels unsupervised routing does not use
+    kldp = create_task('kldp', s.student, s.teachers[:1], s.frozen, **unlabelled)
     assert type(kldp) is KLDPTask and kldp.frozen_student is s.frozen and kldp.dp_mode == 'unsupervised'
-    parallel = create_task(get_method('kldp'), s.student, tuple(s.teachers), s.frozen, **args)
+    assert kldp.xe_weight == 0.0 and kldp.routing == 'two-way' and kldp.calibration == (1.0, 1.0)
+    labelled = create_task('kldp', s.student, s.teachers[:1], s.frozen, **{**args, 'dp_mode': 'supervised',
+                                                                           'dp_routing': 'three-way'})
+    assert labelled.xe_weight == 0.25 and labelled.routing == 'three-way'
+    calibrated = create_task('kldp', s.student, s.teachers[:1], s.frozen, calibration=(1.5, 0.8),
+                             **{**args, 'dp_mode': 'supervised', 'dp_calibration': 'temperature'})
+    assert calibrated.calibration == (1.5, 0.8)
+    assert calibrated.derived == {'calibration': {'teacher': 1.5, 'frozen_student': 0.8}}
+    parallel = create_task(get_method('kldp'), s.student, tuple(s.teachers), s.frozen, **unlabelled)
     assert type(parallel) is ParallelKLDPTask and list(parallel.teachers) == s.teachers
     assert parallel.dp_mode == 'unsupervised' and parallel.temperature == 2.0
     for task in (ce, kl, xekl, kldp, parallel):

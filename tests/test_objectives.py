@@ -341,3 +341,95 @@ def test_flip_routing_counts_on_a_hand_made_batch():
     # a soft (mixup) target counts by its largest class
     soft = F.one_hot(target, 3).float() * 0.8 + 0.1 / 1.5
     assert flip_routing_counts(teacher, frozen, soft, ~mask).tolist() == [2, 0, 2, 1]
+
+
+# --- this project's extensions (METHOD.md, "Extensions under study") ---------------------------------------------
+
+def ce_by_hand(row, label):
+    return -math.log(softmax(row)[label])
+
+
+def test_kldp_with_labels_is_weighted_kldp_plus_cross_entropy_on_a_three_sample_batch():
+    """(1 − λ)·KL+DP + λ·CE, computed by hand: routing picks the teacher for samples 1 and 2 only."""
+    from timm_gkt.transfer.tasks import KLDPTask
+    frozen = [[3.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    # true-class probabilities: teacher vs frozen student per sample: 0.665 < 0.909 (student), 0.867 > 0.107
+    # (teacher), 0.936 > 0.576 (teacher)
+    routed = [frozen[0], TEACHER[1], TEACHER[2]]
+    lam = 0.3
+    expected = (1 - lam) * batch_kl(routed, STUDENT) + lam * sum(ce_by_hand(s, y) for s, y in zip(STUDENT, LABELS)) / 3
+    assert [true_class_probability(tensor(TEACHER), torch.tensor(LABELS))[i].item() >
+            true_class_probability(tensor(frozen), torch.tensor(LABELS))[i].item() for i in range(3)] == \
+        [False, True, True]
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, rows, trainable=False):
+            super().__init__()
+            self.rows = torch.nn.Parameter(tensor(rows), requires_grad=trainable)
+
+        def forward(self, x):
+            return self.rows * 1.0
+
+    task = KLDPTask(Fixed(STUDENT, trainable=True), Fixed(TEACHER), Fixed(frozen), xe_weight=lam)
+    out = task(torch.zeros(3, 1), torch.tensor(LABELS))
+    assert out['loss'].item() == pytest.approx(expected, rel=1e-5)
+    assert out['routed_share'].item() == pytest.approx(2 / 3)
+    paper = KLDPTask(Fixed(STUDENT, trainable=True), Fixed(TEACHER), Fixed(frozen))(torch.zeros(3, 1),
+                                                                                    torch.tensor(LABELS))
+    assert paper['loss'].item() == pytest.approx(batch_kl(routed, STUDENT), rel=1e-5)  # λ = 0 is the paper's
+
+
+def test_three_way_routing_on_a_hand_made_batch():
+    """Sample 0: the frozen student is more confident and right -> frozen student; sample 1: the teacher is more
+    confident and right -> teacher; sample 2: the teacher is more confident in the truth but predicts another
+    class -> the label."""
+    from timm_gkt.transfer.objectives import route_three_way, three_way_loss
+    teacher = [[1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [2.5, 0.0, 2.0]]
+    frozen = [[3.0, 0.0, 0.0], [2.0, 0.0, 0.0], [3.0, 0.0, 0.0]]
+    labels = torch.tensor([0, 1, 2])
+    source = route_three_way(tensor(teacher), tensor(frozen), labels)
+    assert source.tolist() == [0, 1, 2]
+    loss, _ = three_way_loss(tensor(STUDENT), tensor(teacher), tensor(frozen), labels, temperature=2.0)
+    per_sample = [4 * kl(frozen[0], STUDENT[0], 2.0), 4 * kl(teacher[1], STUDENT[1], 2.0), ce_by_hand(STUDENT[2], 2)]
+    assert loss.item() == pytest.approx(sum(per_sample) / 3, rel=1e-5)
+
+
+def test_calibrated_routing_flips_a_decision_on_a_hand_made_batch():
+    """Raw probabilities route sample 0 to the (overconfident) teacher; at the calibrated temperatures the
+    frozen student's true-class probability is the higher one, so the sample stays with it."""
+    teacher = [[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]]
+    frozen = [[1.5, 0.0, 0.0], [0.0, 0.5, 0.0]]
+    labels = torch.tensor([0, 1])
+    raw = route_to_teacher(tensor(teacher), tensor(frozen), labels)
+    calibrated = route_to_teacher(tensor(teacher), tensor(frozen), labels, calibration=(4.0, 0.5))
+    # by hand, sample 0: raw p_t = e^4/(e^4+2) = 0.965 > p_st = e^1.5/(e^1.5+2) = 0.691; calibrated
+    # p_t = e/(e+2) = 0.576 < p_st = e^3/(e^3+2) = 0.909. Sample 1: raw 0.965 > e^0.5/(e^0.5+2) = 0.452;
+    # calibrated both are e/(e+2) = 0.576, a tie
+    assert softmax([1.0, 0.0, 0.0])[0] == pytest.approx(0.5761, abs=1e-4)
+    assert raw.tolist() == [True, True]
+    assert calibrated.tolist() == [False, False]  # sample 1 is a tie after calibration: ties keep the student
+
+
+def test_soft_routing_mixes_both_distributions_by_true_class_probability():
+    from timm_gkt.transfer.objectives import soft_routing_loss
+    labels = torch.tensor(LABELS)
+    frozen = [[3.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    loss, weight = soft_routing_loss(tensor(STUDENT), tensor(TEACHER), tensor(frozen), labels)
+    expected, weights = 0.0, []
+    for t, f, s, y in zip(TEACHER, frozen, STUDENT, LABELS):
+        w = softmax(t)[y] / (softmax(t)[y] + softmax(f)[y])
+        weights.append(w)
+        q = [w * a + (1 - w) * b for a, b in zip(softmax(t), softmax(f))]
+        expected += sum(qi * (math.log(qi) - math.log(si)) for qi, si in zip(q, softmax(s))) / 3
+    assert weight.tolist() == pytest.approx(weights, rel=1e-5)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_temperature_fitting_recovers_a_known_temperature():
+    """Labels drawn from σ(z / 1.7): the fitted temperature is 1.7 within 2 %."""
+    from timm_gkt.transfer.objectives import fit_temperature
+    g = torch.Generator().manual_seed(0)
+    logits = 3.0 * torch.randn(40000, 10, generator=g)
+    labels = torch.multinomial(torch.softmax(logits / 1.7, dim=-1), 1, generator=g).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(1.7, rel=0.02)
+    assert fit_temperature(logits * 2.0, labels) == pytest.approx(3.4, rel=0.02)  # T scales with the logits

@@ -400,3 +400,29 @@ def test_each_model_is_built_once_in_a_single_teacher_run(micro_zoo, data_dir, t
                         '--teachers', spec(micro_zoo, 'q_cnn'))
     assert code == 0 and r['transfer_delta'] is not None
     assert built == {spec(micro_zoo, 'q_vit'): 1, spec(micro_zoo, 'q_cnn'): 1}
+
+
+@pytest.mark.slow
+def test_kldp_with_this_projects_options_runs_and_reports_its_temperatures(micro_zoo, data_dir, tmp_path):
+    """KL+DP with labels, three-way routing and calibrated routing end to end: the temperatures are fitted before
+    training, reported in results.json and on the card, and a second run reads the calibration logits from the
+    teacher cache instead of computing them."""
+    cache = tmp_path / 'cache'
+    extra = ['--model', spec(micro_zoo, 'q_vit'), '--teachers', spec(micro_zoo, 'q_cnn'), '--xe-weight', '0.3',
+             '--dp-routing', 'three-way', '--dp-calibration', 'temperature', '--dp-calibration-images', '200',
+             '--teacher-cache', str(cache)]
+    code, r = run_train(tmp_path, micro_zoo, data_dir, *extra, experiment='options')
+    assert code == 0
+    hp = r['hyperparameters']
+    assert (hp['xe_weight'], hp['dp_routing'], hp['dp_calibration']) == (0.3, 'three-way', 'temperature')
+    teacher_t, student_t = (float(part.split()[-1]) for part in hp['dp_calibration_temperatures'].split(', '))
+    assert 0.05 < teacher_t < 20 and 0.05 < student_t < 20 and teacher_t != student_t
+    card = (tmp_path / 'options' / 'export' / 'README.md').read_text()
+    assert hp['dp_calibration_temperatures'] in card
+    logits_files = sorted(cache.rglob('logits.*.npy'))
+    assert len(logits_files) == 2  # the teacher's and the frozen student's calibration logits
+    stamps = [p.stat().st_mtime_ns for p in logits_files]
+    code, again = run_train(tmp_path, micro_zoo, data_dir, *extra, experiment='options-again')
+    assert code == 0 and again['hyperparameters']['dp_calibration_temperatures'] == hp['dp_calibration_temperatures']
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob('logits.*.npy'))] == stamps  # read, not rewritten
+    assert again['top1_after'] == r['top1_after']

@@ -154,3 +154,23 @@ def test_two_processes_fill_their_shards_and_one_process_reads_them_all(tmp_path
     assert r1['top1_before'] == r2['top1_before'] and r1['teachers'][0]['top1'] == r2['teachers'][0]['top1']
     # float reductions differ in order across processes: allow one image of difference
     assert abs(r2['top1_after'] - r1['top1_after']) <= 100.0 / 400 + 1e-9
+
+
+def test_in_memory_runs_are_the_per_image_runs_and_share_their_cache(tmp_path, micro_zoo, data_dir, capsys):
+    """--data-in-memory replays the per-image loader's batches bit for bit, across epochs and sequential stages:
+    the same numbers and weights as the per-image run, and it reads the rows a per-image run filled (and the
+    other way round), because both key the same augmentation."""
+    cache = tmp_path / 'cache'
+    seq = ['--model', spec(micro_zoo, 'q_vit'), '--teachers', f"{spec(micro_zoo, 'q_cnn')},{spec(micro_zoo, 'q_mlp')}",
+           '--epochs', '2', '--scale', '1', '1', '--ratio', '1', '1']
+    code, per_image, _, _ = run(tmp_path, data_dir, 'per-image', *seq, '--teacher-cache', str(cache), capsys=capsys)
+    assert code == 0
+    code, memory, _, memory_log = run(tmp_path, data_dir, 'memory', *seq, '--data-in-memory', '--teacher-cache',
+                                      str(cache), capsys=capsys)
+    assert code == 0
+    assert metrics(memory) == metrics(per_image)
+    assert same_weights(exported(tmp_path, 'memory'), exported(tmp_path, 'per-image'))
+    # both stages read every row the per-image run filled: the teachers' and the frozen students'
+    assert [rows_read(line, 'frozen student') for line in memory_log] == [(768, 768), (768, 768)]
+    code, online, _, _ = run(tmp_path, data_dir, 'memory-online', *seq, '--data-in-memory', capsys=capsys)
+    assert code == 0 and metrics(online) == metrics(per_image)

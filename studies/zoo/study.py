@@ -44,10 +44,11 @@ class Run:
     method: str
     flags: list[str] = field(default_factory=list)
     after: 'Run | None' = None  # a chained run starts from this run's export instead of the zoo model
+    records: Path | None = None  # where its record goes (default: this study's runs/)
 
     @property
     def record_path(self) -> Path:
-        return RUNS_DIR / f'{self.name}.json'
+        return (self.records or RUNS_DIR) / f'{self.name}.json'
 
 
 def select_runs() -> list[Run]:
@@ -125,9 +126,9 @@ def command(run: Run, args) -> list[str]:
            *BASE_FLAGS, *run.flags]
     if run.teachers:
         cmd += ['--teachers', ','.join(f'local-dir:{ZOO / t}' for t in run.teachers)]
-    if args.data_in_memory:  # GPU sessions: the per-image loader would bound every run (the cache cannot replay it)
+    if args.data_in_memory:  # the same batches, decoded once: the fast loop
         cmd += ['--data-in-memory']
-    elif args.teacher_cache:
+    if args.teacher_cache:
         cmd += ['--teacher-cache', args.teacher_cache]
     return cmd
 
@@ -187,7 +188,7 @@ def _execute(run: Run, args) -> dict | None:
     record = {'run': run.name, 'kind': run.kind, 'student': run.student, 'teachers': list(run.teachers),
               'method': run.method, 'flags': BASE_FLAGS + run.flags, 'wall_seconds': round(time.time() - t0, 1),
               'threads': args.threads, **({'after': run.after.name} if run.after else {}), 'results': results}
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    run.record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = run.record_path.with_suffix('.tmp')
     tmp.write_text(json.dumps(repo_relative(record), indent=1))
     tmp.replace(run.record_path)  # a half-written record never looks finished
@@ -270,7 +271,8 @@ def main(argv=None):
     r.add_argument('--data-dir', default=str(ROOT / 'data'))
     r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
     r.add_argument('--data-in-memory', action='store_true',
-                   help='decode the images once and augment on the device (GPU); runs then skip the teacher cache')
+                   help='decode the images once and flip and normalise batches on the device (the same batches as the '
+                        'per-image loader, bit for bit)')
     sub.add_parser('status', help='runs done and left')
     sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))

@@ -35,6 +35,9 @@ def method_summary(results: list[dict], clusters: list[str] | None = None) -> di
         'successes': wins,
         'success_rate': 100.0 * wins / n if n else float('nan'),
         'success_ci': [100.0 * lo, 100.0 * hi],
+        # pairs that share a student are not independent: the rate's interval resampling whole students
+        'success_ci_clustered': list(bootstrap_mean_ci([100.0 * (d > 0) for d in deltas], clusters))
+        if clusters is not None and n else None,
         'mean_delta': mean(deltas),
         'mean_delta_ci': [mlo, mhi],
         'significant_loss_pairs': sum(_significant(r, -1) for r in results),

@@ -88,8 +88,9 @@ def commit_cached(task: nn.Module, epoch: int | None = None) -> None:
 
 
 def cached_predict(cache: TeacherCache | None, models: Sequence[nn.Module], preprocessings, dataset,
-                   precision: str = 'float32', accelerator=None, **predict_kwargs):
-    """:func:`timm_gkt.evaluation.predictions` that runs only the models whose predictions are not cached yet.
+                   precision: str = 'float32', accelerator=None, logits: bool = False, **predict_kwargs):
+    """:func:`timm_gkt.evaluation.predict` that runs only the models whose predictions (or, with ``logits``, whose
+    logits) are not cached yet.
 
     With several processes the main process decides what is cached and hands it to the
     others, so every process runs the same models in the same collective passes even
@@ -97,21 +98,23 @@ def cached_predict(cache: TeacherCache | None, models: Sequence[nn.Module], prep
     """
     from ..evaluation.predictions import predict
     if cache is None:
-        return predict(models, preprocessings, dataset, accelerator=accelerator, **predict_kwargs)
-    keys = [eval_predictions_key(m, p, dataset, precision) for m, p in zip(models, preprocessings)]
+        return predict(models, preprocessings, dataset, accelerator=accelerator, logits=logits, **predict_kwargs)
+    kind = 'eval-logits' if logits else 'eval-predictions'
+    keys = [eval_predictions_key(m, p, dataset, precision, kind) for m, p in zip(models, preprocessings)]
+    load, save = (cache.load_logits, cache.save_logits) if logits else (cache.load_predictions, cache.save_predictions)
     is_main = accelerator is None or accelerator.is_main_process
-    stored = [cache.load_predictions(k) if is_main else None for k in keys]
+    stored = [load(k) if is_main else None for k in keys]
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
         stored = broadcast_object_list([stored])[0]
     missing = [i for i, s in enumerate(stored) if s is None]
     if missing:
         preds, target = predict([models[i] for i in missing], [preprocessings[i] for i in missing], dataset,
-                                accelerator=accelerator, **predict_kwargs)
+                                accelerator=accelerator, logits=logits, **predict_kwargs)
         for i, pred in zip(missing, preds):
             stored[i] = (pred, target)
             if is_main:
-                cache.save_predictions(keys[i], pred, target)
+                save(keys[i], pred, target)
     return [s[0] for s in stored], stored[0][1]
 
 
@@ -155,6 +158,7 @@ class RunCache:
         self.cache, self.precision = cache, precision
 
     def predict(self, models, preprocessings, dataset, accelerator=None, **predict_kwargs):
+        """Predictions (or, with ``logits=True``, logits) of each model, read where cached."""
         return cached_predict(self.cache, models, preprocessings, dataset, self.precision, accelerator,
                               **predict_kwargs)
 

@@ -196,7 +196,8 @@ def train_outputs_key(frozen, replay_dataset, precision: str = 'float32', storag
     })
 
 
-def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: str = 'float32') -> CacheKey:
+def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: str = 'float32',
+                         kind: str = 'eval-predictions') -> CacheKey:
     """Key of a model's predictions on an evaluation split through its own eval transform.
 
     A teacher comes as :class:`~timm_gkt.frozen.InStudentOrder`; it is keyed as its bare
@@ -208,7 +209,7 @@ def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: st
     if isinstance(model, InStudentOrder):
         model, label_perm = model.model, model.label_perm
     return CacheKey({
-        'kind': 'eval-predictions', 'version': FINGERPRINT_VERSION,
+        'kind': kind, 'version': FINGERPRINT_VERSION,
         'model': model_fingerprint(model),
         'eval_transform': describe(preprocessing.eval_transform()), 'mode': preprocessing.image_mode,
         'label_perm': None if label_perm is None else label_perm.tolist(),

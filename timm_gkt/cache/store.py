@@ -284,6 +284,25 @@ class TeacherCache:
                     return torch.from_numpy(np.array(arr['pred'])), torch.from_numpy(np.array(arr['target']))
         return None
 
+    def load_logits(self, key: CacheKey) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Stored float32 logits [N, C] and targets [N] of one model on one split, or None."""
+        for path in sorted(self.folder(key).glob('logits.*.npy')):
+            if '.partial-' not in path.name:
+                try:
+                    arr = np.load(path)
+                except (OSError, ValueError):
+                    path.unlink(missing_ok=True)
+                    continue
+                return torch.from_numpy(np.array(arr['logits'])), torch.from_numpy(np.array(arr['target']))
+        return None
+
+    def save_logits(self, key: CacheKey, logits: torch.Tensor, target: torch.Tensor) -> None:
+        rows = np.zeros(target.numel(), dtype=[('logits', 'f4', (logits.shape[1],)), ('target', 'i8')])
+        rows['logits'], rows['target'] = logits.float().cpu().numpy(), target.cpu().numpy()
+        partial = _partial_path(self.folder(key), 'logits')
+        np.save(partial, rows)
+        _publish(partial, 'logits')
+
     def save_predictions(self, key: CacheKey, pred: torch.Tensor, target: torch.Tensor) -> None:
         rows = np.zeros(pred.numel(), dtype=self._PRED_DTYPE)
         rows['pred'], rows['target'] = pred.cpu().numpy(), target.cpu().numpy()

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from .flags import (  # noqa: F401  (re-exported for the modules that read defaults from the config)
     DEBUG_ENV, DEFAULT_DATA_DIR, DEFAULT_DATASET, DEFAULT_LR, DEFAULT_OPT, DESCRIPTION, REFUSED_FLAGS, HelpFormatter,
@@ -80,7 +78,10 @@ class TransferConfig:
     transfer_method: str = DEFAULT_METHOD
     dp_mode: str = 'supervised'
     kd_temperature: float = 1.0
-    xe_weight: float = 0.3
+    xe_weight: float | None = None  # None: the method's own default (XE-KL 0.3, KL+DP 0)
+    dp_routing: str = 'two-way'
+    dp_calibration: str = 'none'
+    dp_calibration_images: int = 2000
     mcl_momentum: float | None = None
     mcl_interval: int = 2
     multi_teacher: str = 'sequential'
@@ -143,10 +144,16 @@ class TransferConfig:
         # torch threads plus loader processes oversubscribe a 2-core machine (measured 163 vs 950 img/s)
         return 0 if (os.cpu_count() or 1) <= 2 else 4
 
+    def hyperparameter(self, name: str):
+        """A method hyperparameter as the run uses it: the flag's value, else the method's default."""
+        value = getattr(self, name)
+        return self.method.defaults.get(name) if value is None else value
+
     def task_hyperparameters(self) -> dict:
-        """The values a method's task builder may read, by name (see :class:`~timm_gkt.methods.Method`)."""
-        return {name: getattr(self, name) for name in
-                ('kd_temperature', 'xe_weight', 'mcl_momentum', 'mcl_interval', 'dp_mode')}
+        """The values a method's task builder may read, by name (see :class:`~timm_gkt.transfer.methods.Method`)."""
+        return {name: self.hyperparameter(name) for name in
+                ('kd_temperature', 'xe_weight', 'mcl_momentum', 'mcl_interval', 'dp_mode', 'dp_routing',
+                 'dp_calibration')}
 
     def to_yaml_dict(self) -> dict:
         """The run's flags as a ``-c`` config (specs as strings, tuples as lists)."""
@@ -182,6 +189,7 @@ def parse_args(argv=None) -> TransferConfig:
                         help="YAML of flag defaults: a run's args.yaml, or one written by timm's train.py "
                              "(default: none)")
     if config_args.config:
+        from .config_file import read_config_file
         parser.set_defaults(**read_config_file(parser, Path(config_args.config)))
     args = parser.parse_args(remaining)
     if not args.model:
@@ -206,70 +214,6 @@ def check_dataset_named(dataset: str | None, data_dir: str | None) -> None:
                           f'Fashion-MNIST there')
 
 
-def _first_process() -> bool:
-    return os.environ.get('RANK', '0') == '0'
-
-
-def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
-    """A YAML of flag defaults: a run's args.yaml, or one written by timm's train.py.
-
-    :mod:`timm_gkt.timm_config` sorts a timm config's keys: used, ignored (listed in one
-    warning line), refused or unknown (both raise ConfigError).
-    """
-    from .timm_config import TimmConfigError, check_config_keys
-    if not path.is_file():
-        raise ConfigError(f'config file {path} does not exist; give the path of a YAML file of flags')
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f'config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file') from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f'config file {path} holds a {type(cfg).__name__}, not flag names with values; write one '
-                          f'"flag_name: value" per line')
-    # the refused flags exist only to explain themselves; in a timm config they are timm's and get ignored
-    own = {a.dest for a in parser._actions} - set(REFUSED_FLAGS) - {'help'}
-    try:
-        keys = check_config_keys(cfg, own, source=str(path))
-    except TimmConfigError as e:
-        raise ConfigError(str(e)) from None
-    warning = keys.warning()
-    if warning and _first_process():
-        print(warning, file=sys.stderr)
-    actions = {a.dest: a for a in parser._actions}
-    out = {}
-    for key, value in keys.used.items():
-        if key == 'teachers' and isinstance(value, list):
-            value = ','.join(value)
-        out[key] = _typed_config_value(actions[key], value, path) if key in actions else value
-    return out
-
-
-def _typed_config_value(action: argparse.Action, value, path: Path):
-    """A YAML value converted by its flag's type: argparse converts string defaults only, so ``epochs: 2.5`` or
-    ``lr: [1]`` would otherwise reach the run unchecked."""
-    kind = action.type
-    if value is None or kind not in (int, float):
-        return value
-    many = action.nargs not in (None, '?')
-    items = value if many and isinstance(value, (list, tuple)) else [value]
-    converted = []
-    for item in items:
-        try:
-            number = kind(item) if not isinstance(item, (bool, list, dict)) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None or (kind is int and not isinstance(item, str) and number != item):
-            raise ConfigError(f'{action.dest} in {path} is {value!r}, not {"an integer" if kind is int else "a number"}; '
-                         f'write e.g. "{action.dest}: {action.default if action.default is not None else 1}"')
-        converted.append(number)
-    if many and isinstance(action.nargs, int) and len(converted) != action.nargs:
-        raise ConfigError(f'{action.dest} in {path} needs {action.nargs} values, not {len(converted)}; '
-                     f'write e.g. "{action.dest}: {list(action.default or ())}"')
-    return converted if many else converted[0]
-
-
 # Counts: the smallest value each accepts and how to fix a value below it (0 means "all" where it is allowed).
 _COUNTS = {
     'batch_size': (1, 'give the number of images per process and step, e.g. -b 64'),
@@ -280,6 +224,7 @@ _COUNTS = {
     'train_subset': (0, 'give a number of images, or 0 to use them all'),
     'eval_subset': (0, 'give a number of images, or 0 to use them all'),
     'warmup_epochs': (0, 'use 0 for no warm-up'),
+    'dp_calibration_images': (100, 'give at least 100 transfer images to fit the temperatures on, e.g. 2000'),
     'checkpoint_hist': (0, 'give the number of epoch checkpoints to keep (0 keeps all)'),
 }
 # Fractions: (lowest, highest, whether the bounds are allowed, how to fix).
@@ -346,12 +291,17 @@ def check_flags(config: TransferConfig) -> None:
                           f'{" or ".join(m.name for m in routers)} or --multi-teacher sequential.')
     _check_method_flag(method, 'dp_mode', config.dp_mode != 'supervised')
     _check_method_flag(method, 'mcl_momentum', config.mcl_momentum is not None)
+    _check_method_flag(method, 'xe_weight', config.xe_weight is not None)
+    _check_method_flag(method, 'dp_routing', config.dp_routing != 'two-way')
+    _check_method_flag(method, 'dp_calibration', config.dp_calibration != 'none')
     if config.mcl_momentum is not None and not 0.0 < config.mcl_momentum < 1.0:
         raise ConfigError('--mcl-momentum must lie strictly between 0 and 1.')
     if config.kd_temperature <= 0:
         raise ConfigError('--kd-temperature must be positive.')
-    if not 0.0 <= config.xe_weight <= 1.0:
+    if config.xe_weight is not None and not 0.0 <= config.xe_weight <= 1.0:
         raise ConfigError('--xe-weight must lie in [0, 1].')
+    if method.check is not None:
+        method.check({**config.task_hyperparameters(), 'multi_teacher': config.multi})
     if config.smoothing and not (config.mixup > 0 or config.cutmix > 0):
         raise ConfigError(f'--smoothing {config.smoothing} smooths mixup/cutmix targets, and neither is on; '
                           f'add --mixup or --cutmix, or leave --smoothing out')
@@ -368,9 +318,6 @@ def check_flags(config: TransferConfig) -> None:
         # a cached output belongs to one augmented sample; mixup shows the teacher a new random blend every time
         raise ConfigError('--teacher-cache stores one teacher output per augmented sample but --mixup/--cutmix show '
                           'the teachers random blends of two samples; drop --mixup/--cutmix or --teacher-cache.')
-    if config.teacher_cache and config.data_in_memory:
-        raise ConfigError('--teacher-cache keys its outputs by the replayed per-image augmentation, which '
-                          '--data-in-memory does not use; drop one of the two.')
     if config.resume == 'auto' and not config.experiment:
         raise ConfigError('--resume auto needs --experiment NAME to know which run to continue.')
 

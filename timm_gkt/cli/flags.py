@@ -148,7 +148,17 @@ def _add_transfer_flags(g) -> None:
     g.add_argument('--dp-mode', default='supervised', choices=('supervised', 'unsupervised'),
                    help='KL+DP routing by true-class probability (supervised) or confidence (no labels)')
     g.add_argument('--kd-temperature', type=float, default=1.0, help='distillation temperature T')
-    g.add_argument('--xe-weight', type=float, default=0.3, help='XE-KL: weight of CE; KL gets 1 - this (paper λ = 0.7)')
+    g.add_argument('--xe-weight', type=float, default=None,
+                   help='weight λ of cross-entropy on the labels, the KL term gets 1 - λ (default: 0.3 for XE-KL and '
+                        'XE-KL + MCL, the paper\'s λ = 0.7 on KL; 0 for KL+DP, the paper\'s)')
+    g.add_argument('--dp-routing', default='two-way', choices=('two-way', 'three-way', 'soft'),
+                   help='KL+DP: two-way is the paper\'s (teacher or frozen student); three-way learns the label where '
+                        'the more confident model is wrong; soft mixes both by their true-class probabilities')
+    g.add_argument('--dp-calibration', default='none', choices=('none', 'temperature'),
+                   help='KL+DP: route on temperature-calibrated probabilities (one temperature per frozen model, '
+                        'fitted before training on --dp-calibration-images transfer images)')
+    g.add_argument('--dp-calibration-images', type=int, default=2000, metavar='N',
+                   help='seeded class-stratified transfer images the temperatures are fitted on')
     g.add_argument('--mcl-momentum', type=float, default=None,
                    help='MCL τ (default: 0.9999 scaled to the run length so the initial student keeps ~61%%)')
     g.add_argument('--mcl-interval', type=int, default=2, help='MCL: interpolate every N optimizer steps')

@@ -6,9 +6,12 @@ bound by it. When the training augmentation is deterministic apart from flips (`
 --ratio 1 1``, no colour jitter, AutoAugment or random erasing), the pipeline can run once: every
 image goes through timm's own training transform with the flips switched off, the resulting
 pixels are kept as uint8 (they are ``k / 255`` exactly after ToTensor), and each batch is then a
-gather, a flip and a normalisation on the device. The pixels equal timm's loader's bit for bit;
-shuffling and flips are drawn from the run's seed per epoch, so a sample's view is a pure
-function of (seed, epoch, index), whatever the batch size or number of processes.
+gather, a flip and a normalisation on the device. The batches equal those of the per-image loader bit
+for bit: the same pixels, the same order (Accelerate's seedable sampler: a permutation seeded by the
+sampler's seed plus the epoch) and the same flips (each sample's flip is the first draw of torch's
+generator seeded as :class:`~timm_gkt.data.replay.ReplayDataset` seeds it for that (seed, epoch, index)).
+So ``--data-in-memory`` changes the speed of a run, never its numbers, and the teacher cache keys the
+two paths alike.
 """
 from __future__ import annotations
 
@@ -45,9 +48,23 @@ class Flips:
     vertical: float = 0.0
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # one stream per (seed, epoch): the permutation first, then the flip draws for every sample index
-    return torch.Generator().manual_seed(hash((int(seed), int(epoch), 'timm_gkt.memdata')) & 0x7FFF_FFFF_FFFF_FFFF)
+def replayed_flips(seed: int, epoch: int, num_samples: int, flips: Flips) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's horizontal and vertical flip as timm's training transform draws them under
+    :class:`~timm_gkt.data.replay.ReplayDataset`: torchvision's ``RandomHorizontalFlip`` then ``RandomVerticalFlip``,
+    each ``torch.rand(1) < p`` (present only when p > 0), from torch's generator seeded with the sample's seed."""
+    from .replay import sample_seed
+    hflip = torch.zeros(num_samples, dtype=torch.bool)
+    vflip = torch.zeros(num_samples, dtype=torch.bool)
+    if not (flips.horizontal or flips.vertical):
+        return hflip, vflip
+    g = torch.Generator()
+    for index in range(num_samples):
+        g.manual_seed(sample_seed(seed, epoch, index))
+        if flips.horizontal > 0:
+            hflip[index] = bool(torch.rand(1, generator=g) < flips.horizontal)
+        if flips.vertical > 0:
+            vflip[index] = bool(torch.rand(1, generator=g) < flips.vertical)
+    return hflip, vflip
 
 
 def decode(dataset, transform) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +89,8 @@ class InMemoryLoader:
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, mean, std, flips: Flips,
-                 seed: int, device: torch.device | str = 'cpu', rank: int = 0, num_replicas: int = 1):
+                 seed: int, device: torch.device | str = 'cpu', rank: int = 0, num_replicas: int = 1,
+                 order_seed: int | None = None):
         self.images = images.to(device)
         self.targets = targets.to(device)
         self.batch_size = batch_size
@@ -80,6 +98,8 @@ class InMemoryLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
         self.flips, self.seed, self.device = flips, seed, torch.device(device)
+        # the seed Accelerate's sampler permutes with (torch's initial seed when it is created), plus the epoch
+        self.order_seed = seed if order_seed is None else order_seed
         self.rank, self.num_replicas = rank, num_replicas
         self.epoch = 0
         self.dataset = images  # len(loader.dataset) is the number of images, as for a DataLoader
@@ -92,11 +112,9 @@ class InMemoryLoader:
 
     def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(permutation, horizontal flip flags, vertical flip flags), each indexed by sample."""
-        g = epoch_generator(self.seed, epoch)
         n = len(self.images)
-        order = torch.randperm(n, generator=g)
-        hflip = torch.rand(n, generator=g) < self.flips.horizontal
-        vflip = torch.rand(n, generator=g) < self.flips.vertical
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.order_seed + epoch))
+        hflip, vflip = replayed_flips(self.seed, epoch, n, self.flips)
         return order, hflip, vflip
 
     def __iter__(self):
@@ -138,4 +156,5 @@ def create_memory_loader(config, train_ds, student, accelerator) -> InMemoryLoad
     images, targets = _DECODED[key]
     flips = Flips(0.0, 0.0) if config.no_aug else Flips(config.hflip, config.vflip)
     return InMemoryLoader(images, targets, config.batch_size, prep.mean, prep.std, flips, config.seed,
-                          accelerator.device, accelerator.process_index, accelerator.num_processes)
+                          accelerator.device, accelerator.process_index, accelerator.num_processes,
+                          order_seed=torch.random.initial_seed())

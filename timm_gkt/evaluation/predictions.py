@@ -33,8 +33,9 @@ def predict(
         accelerator=None,
         desc: str = 'eval',
         progress: bool = True,
+        logits: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Return per-model predicted class ids [N] and the targets [N] for the whole split.
+    """Return per-model predicted class ids [N] (or, with ``logits``, float32 logits [N, C]) and the targets [N].
 
     With an Accelerate ``accelerator`` the loader is sharded across processes and the
     predictions are gathered with ``gather_for_metrics`` (which drops the samples the
@@ -64,7 +65,8 @@ def predict(
         batch_preds = []
         with (accelerator.autocast() if accelerator is not None else contextlib.nullcontext()):
             for i, model in enumerate(models):
-                batch_preds.append(model(views_batch[view_index[i]].to(device)).argmax(-1))
+                out = model(views_batch[view_index[i]].to(device))
+                batch_preds.append(out.float() if logits else out.argmax(-1))
         target = target.to(device)
         if accelerator is not None:
             gathered = accelerator.gather_for_metrics((tuple(batch_preds), target))

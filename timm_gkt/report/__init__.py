@@ -14,7 +14,7 @@ from .results import (
 )
 from .stats import SIGNIFICANCE, bootstrap_mean_ci, mcnemar_p_value, mean, spearman, wilson_interval
 
-__all__ = ['SIGNIFICANCE', 'Verdict', 'before_after_rows', 'bootstrap_mean_ci', 'build_results', 'format_table', 'mcnemar_p_value', 'mean',
-           'num', 'pct', 'public_args', 'public_dataset_ref', 'public_model_ref', 'public_path', 'public_results',
-           'pvalue_text', 'signed', 'spearman', 'transfer_delta', 'verdict', 'verdict_of', 'wilson_interval',
-           'write_results']
+__all__ = ['SIGNIFICANCE', 'Verdict', 'before_after_rows', 'bootstrap_mean_ci', 'build_results', 'format_table',
+           'mcnemar_p_value', 'mean', 'num', 'pct', 'public_args', 'public_dataset_ref', 'public_model_ref',
+           'public_path', 'public_results', 'pvalue_text', 'signed', 'spearman', 'transfer_delta', 'verdict',
+           'verdict_of', 'wilson_interval', 'write_results']

@@ -238,15 +238,19 @@ def hyperparameters(plan, derived: dict) -> dict:
     config, method = plan.config, plan.method
 
     def own(name):  # a method's own hyperparameters are reported only for that method
-        return derived.get(name, getattr(config, name)) if method.uses(name) else None
+        return derived.get(name, config.hyperparameter(name)) if method.uses(name) else None
 
+    temperatures = derived.get('calibration')
     return {
         'epochs': config.epochs, 'lr': config.learning_rate, 'opt': config.opt, 'momentum': config.momentum,
         'weight_decay': config.weight_decay, 'batch_size': config.batch_size, 'sched': config.sched,
         'kd_temperature': config.kd_temperature, 'xe_weight': own('xe_weight'), 'mcl_momentum': own('mcl_momentum'),
-        'mcl_interval': own('mcl_interval'), 'train_images': len(plan.train_ds), 'mixup': config.mixup,
-        'cutmix': config.cutmix, 'num_processes': plan.accelerator.num_processes,
-        'mixed_precision': plan.accelerator.mixed_precision,
+        'mcl_interval': own('mcl_interval'), 'dp_routing': own('dp_routing'), 'dp_calibration': own('dp_calibration'),
+        'dp_calibration_temperatures': None if not temperatures else '; '.join(
+            f"stage {i + 1}: teacher {t['teacher']:.3f}, frozen student {t['frozen_student']:.3f}"
+            for i, t in enumerate(temperatures)),
+        'train_images': len(plan.train_ds), 'mixup': config.mixup, 'cutmix': config.cutmix,
+        'num_processes': plan.accelerator.num_processes, 'mixed_precision': plan.accelerator.mixed_precision,
     }
 
 

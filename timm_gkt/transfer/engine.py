@@ -156,7 +156,7 @@ def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
     state.student, state.method = plan.student_fingerprint, plan.method.name
     resume_from = plan.resume_from
     initial_state = {k: v.detach().cpu().clone() for k, v in plan.student.model.state_dict().items()}
-    current, soup_parts, last_pred, derived = initial_state, [], None, {}
+    current, soup_parts, last_pred, derived, calibrations = initial_state, [], None, {}, {}
     for stage, next_stage in zip(stages, [*stages[1:], None]):
         if stage.index < state.stage:  # finished before the interruption
             stage_state, last_pred = load_stage_result(plan.run_dir, stage.index), None
@@ -168,6 +168,8 @@ def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
             start = initial_state if stage.from_initial else current
             stage_state, last_pred, derived = run_stage(plan, stage, start, baseline, state,
                                                         resume_from if resuming else None)
+            if 'calibration' in derived:
+                calibrations[stage.index] = derived['calibration']
             if plan.accelerator.is_main_process:
                 save_stage_result(plan.run_dir, stage.index, stage_state)
             resume_from = None
@@ -185,6 +187,8 @@ def run_stages(plan, baseline: Baseline, stages: list[Stage]) -> Transfer:
                                   batch_size=plan.config.eval_batch_size, accelerator=plan.accelerator,
                                   desc='eval after')
     # otherwise the last epoch's evaluation already saw exactly these weights
+    if calibrations:  # per stage: a sequential run calibrates each stage's frozen student anew
+        derived = {**derived, 'calibration': [calibrations[k] for k in sorted(calibrations)]}
     return Transfer(model, last_pred, baseline.metrics(last_pred), state.history, derived)
 
 
@@ -228,11 +232,15 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     # sharded first: the schedule counts the updates each process makes (preflight checked there is one)
     if config.data_in_memory:  # already sharded and on the device; Accelerate leaves it alone
         from ..data.memory import create_memory_loader
-        loader, replay = create_memory_loader(config, plan.train_ds, plan.student, accelerator), None
+        loader = create_memory_loader(config, plan.train_ds, plan.student, accelerator)
+        # the per-image loader's dataset is never iterated: it says what the batches are (they are the same),
+        # which is what the teacher cache keys on
+        replay = create_train_loader(config, plan.train_ds, plan.student).dataset
     else:
         raw = create_train_loader(config, plan.train_ds, plan.student)
         replay = raw.dataset
         loader = accelerator.prepare(raw)
+    calibration = calibration_temperatures(plan, stage, frozen) if _calibrates(plan, stage) else None
     if plan.cache is not None:
         frozen = plan.cache.wrap(frozen, replay)
     # timm filters weight decay: 1-D parameters (biases, norm weights) get none
@@ -245,12 +253,34 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
         updates_per_epoch=num_updates)
     # the task (and MCL's slow copy) is built on the unwrapped student, before DDP wraps it
     task = create_task(method, student, frozen.teachers, frozen.frozen_student, updates=num_updates * num_epochs,
-                       **config.task_hyperparameters()).to(accelerator.device)
+                       calibration=calibration, **config.task_hyperparameters()).to(accelerator.device)
     student, optimizer = accelerator.prepare(student, optimizer)
     task.trainable_module = student
     mixup = create_mixup(config, plan.student.num_classes)
     return StageSetup(student, task, loader, replay, optimizer, scheduler, num_epochs, num_updates, mixup,
                       dict(task.derived))
+
+
+def _calibrates(plan, stage: Stage) -> bool:
+    return plan.method.uses('dp_calibration') and plan.config.dp_calibration != 'none' and len(stage.teachers) == 1
+
+
+def calibration_temperatures(plan, stage: Stage, frozen) -> tuple[float, float]:
+    """(T_teacher, T_frozen_student) fitted by NLL on a seeded class-stratified sample of the transfer images, each
+    model through its own eval transform (one forward each, read from the cache where it holds them)."""
+    from ..data.subsets import take_subset
+    from .objectives import fit_temperature
+    config = plan.config
+    images, _ = take_subset(plan.train_ds, config.dp_calibration_images, config.seed, '--dp-calibration-images')
+    teacher = plan.teachers[stage.teachers[0]]
+    run_predict = plan.cache.predict if plan.cache is not None else predict
+    (teacher_logits, student_logits), target = run_predict(
+        [teacher.network, frozen.frozen_student.net], [teacher.preprocessing, plan.student.preprocessing], images,
+        accelerator=plan.accelerator, batch_size=config.eval_batch_size, desc='calibration', logits=True)
+    temperatures = fit_temperature(teacher_logits, target), fit_temperature(student_logits, target)
+    plan.say(f'  calibration on {len(target)} transfer images: temperature {temperatures[0]:.3f} for {teacher.name}, '
+             f'{temperatures[1]:.3f} for the frozen student')
+    return temperatures
 
 
 def run_stage(plan, stage: Stage, start_state: dict, baseline: Baseline, state: RunState,

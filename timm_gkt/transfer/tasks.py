@@ -18,10 +18,14 @@ import torch.nn as nn
 from timm.task import TrainingTask
 
 from ..models.frozen import FrozenModel, frozen_copy  # noqa: F401  (re-exported: the tasks are built around them)
-from .objectives import cross_entropy, flip_routing_counts, kl_div_loss, kldp_loss, parallel_kldp_loss, xekl_loss
+from .objectives import (
+    cross_entropy, flip_routing_counts, kl_div_loss, kldp_loss, parallel_kldp_loss, soft_routing_loss, three_way_loss,
+    xekl_loss,
+)
 
 
 DP_MODES = ('supervised', 'unsupervised')
+DP_ROUTINGS = ('two-way', 'three-way', 'soft')  # two-way: the paper's
 
 
 def _check_dp_mode(dp_mode: str) -> str:
@@ -123,40 +127,78 @@ class KLDPTask(TransferTask):
 
     Supervised: the teacher is the target where its true-class probability beats the
     frozen student's; unsupervised: where its confidence does (labels unused).
+
+    This project's extensions (METHOD.md; each off by default, which is the paper's KL+DP):
+    ``xe_weight`` λ adds the labels, ``(1 − λ)·KL+DP + λ·CE``; ``routing`` 'three-way' sends a sample to the
+    label where the chosen model is wrong, 'soft' mixes both models' distributions by their true-class
+    probabilities; ``calibration`` (T_teacher, T_frozen_student) makes routing compare calibrated probabilities.
     """
 
     def __init__(self, student, teacher: FrozenModel, frozen_student: FrozenModel, temperature: float = 1.0,
-                 dp_mode: str = 'supervised', **kwargs):
+                 dp_mode: str = 'supervised', xe_weight: float = 0.0, routing: str = 'two-way',
+                 calibration: tuple[float, float] = (1.0, 1.0), **kwargs):
         super().__init__(student, temperature, **kwargs)
         self.teacher = teacher
         self.frozen_student = frozen_student
         self.dp_mode = _check_dp_mode(dp_mode)
+        if routing not in DP_ROUTINGS:
+            raise ValueError(f'routing must be one of {", ".join(DP_ROUTINGS)}, not {routing!r}')
+        if dp_mode == 'unsupervised' and (xe_weight or routing != 'two-way'):
+            raise ValueError('labels are needed for xe_weight > 0 and three-way or soft routing; '
+                             'use supervised routing')
+        self.xe_weight, self.routing, self.calibration = float(xe_weight), routing, tuple(calibration)
 
     def forward(self, input, target):
         output = self.trainable_module(input)
         teacher_logits, frozen_logits = self.teacher(input), self.frozen_student(input)
-        loss, mask = kldp_loss(output, teacher_logits, frozen_logits, _hard_target(target, self.dp_mode),
-                               self.temperature)
+        parts = {}
+        if self.routing == 'three-way':
+            kl, source = three_way_loss(output, teacher_logits, frozen_logits, target, self.temperature,
+                                        self.calibration)
+            mask = source == 1  # distilled from the teacher; source 2 learnt the label
+            parts['to_label'] = (source == 2).float().mean()
+        elif self.routing == 'soft':
+            kl, weight = soft_routing_loss(output, teacher_logits, frozen_logits, target, self.temperature,
+                                           self.calibration)
+            mask = weight > 0.5  # the teacher weighs more
+            parts['teacher_weight'] = weight.mean()
+        else:
+            kl, mask = kldp_loss(output, teacher_logits, frozen_logits, _hard_target(target, self.dp_mode),
+                                 self.temperature, self.calibration)
+        loss = kl
+        if self.xe_weight:
+            ce = cross_entropy(output, target)
+            loss = (1.0 - self.xe_weight) * kl + self.xe_weight * ce
+            parts['ce'] = ce.detach()
         # routing among flips always uses the labels, also when the routing itself did not
         flips = flip_routing_counts(teacher_logits, frozen_logits, target, mask)
-        return {'loss': loss, 'output': output, 'kl': loss.detach(), 'routed_share': mask.float().mean(),
-                'route_counts': torch.stack([(~mask).sum(), mask.sum()]), 'flip_counts': flips}
+        return {'loss': loss, 'output': output, 'kl': kl.detach(), 'routed_share': mask.float().mean(),
+                'route_counts': torch.stack([(~mask).sum(), mask.sum()]), 'flip_counts': flips, **parts}
 
 
 class ParallelKLDPTask(TransferTask):
-    """Parallel multi-teacher KL+DP: per sample, the target is whichever of {frozen student, teachers} fits best."""
+    """Parallel multi-teacher KL+DP: per sample, the target is whichever of {frozen student, teachers} fits best;
+    ``xe_weight`` λ adds the labels as for :class:`KLDPTask`."""
 
     def __init__(self, student, teachers: Sequence[FrozenModel], frozen_student: FrozenModel,
-                 temperature: float = 1.0, dp_mode: str = 'supervised', **kwargs):
+                 temperature: float = 1.0, dp_mode: str = 'supervised', xe_weight: float = 0.0, **kwargs):
         super().__init__(student, temperature, **kwargs)
         self.teachers = nn.ModuleList(teachers)
         self.frozen_student = frozen_student
         self.dp_mode = _check_dp_mode(dp_mode)
+        if dp_mode == 'unsupervised' and xe_weight:
+            raise ValueError('labels are needed for xe_weight > 0; use supervised routing')
+        self.xe_weight = float(xe_weight)
 
     def forward(self, input, target):
         output = self.trainable_module(input)
         candidates = torch.stack([self.frozen_student(input)] + [t(input) for t in self.teachers])
-        loss, choice = parallel_kldp_loss(output, candidates, _hard_target(target, self.dp_mode), self.temperature)
+        kl, choice = parallel_kldp_loss(output, candidates, _hard_target(target, self.dp_mode), self.temperature)
+        loss, parts = kl, {}
+        if self.xe_weight:
+            ce = cross_entropy(output, target)
+            loss = (1.0 - self.xe_weight) * kl + self.xe_weight * ce
+            parts['ce'] = ce.detach()
         counts = torch.bincount(choice, minlength=candidates.shape[0])
-        return {'loss': loss, 'output': output, 'kl': loss.detach(), 'routed_share': (choice > 0).float().mean(),
-                'route_counts': counts}
+        return {'loss': loss, 'output': output, 'kl': kl.detach(), 'routed_share': (choice > 0).float().mean(),
+                'route_counts': counts, **parts}
