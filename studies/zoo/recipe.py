@@ -25,7 +25,7 @@ BASE_FLAGS = ['--opt', 'momentum', '--weight-decay', '1e-4', '--epochs', '2', '-
               '--scale', '1', '1', '--ratio', '1', '1', '--hflip', '0.5', '--seed', '0', '--checkpoint-hist', '1',
               '--train-split', TRANSFER_SPLIT]
 LR_GRID = ('1e-4', '3e-4', '1e-3')
-# chosen on the validation split by `run --part select` (see README, "Zoo study"); None until then
+# chosen on the validation split by `run --part select` (studies/zoo/README.md, "The learning rate"); None until then
 CHOSEN_LR_FILE = STUDY_DIR / 'chosen.json'
 
 PAIR_METHODS = {

@@ -1,17 +1,18 @@
 """The zoo study's report: from studies/zoo/runs/*.json to tables, two plots, a verdict and README text.
 
 Used by ``python -m studies.zoo.study report``. Everything is computed from the committed run records,
-so the README section can be rebuilt without training.
+so the report section of ``studies/zoo/README.md`` (between the study markers) can be rebuilt without training.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from timm_gkt.report import pvalue_text
 
-from .recipe import ROOT, RUNS_DIR, STUDY_DIR, zoo_names
+from .recipe import RUNS_DIR, STUDY_DIR, zoo_names
 from .summary import MIN_STUDENTS, PAIR_METHODS, load_records, summarize
 
 TITLES = {'ce': 'CE control', 'kl': 'KL-Dist', 'xekl': 'XE-KL', 'xekl-mcl': 'XE-KL + MCL', 'kldp': 'KL+DP',
@@ -170,7 +171,7 @@ def progress_line(counts: dict) -> str:
 
 
 def verdict(summary: dict) -> list[str]:
-    """The answer in words, against the targets fixed before the study (README): computed, not written by hand."""
+    """The answer in words, against the targets set before the study (studies/zoo/README.md): computed, not typed."""
     out = []
     k = summary['methods'].get('kldp')
     if k:
@@ -281,10 +282,13 @@ def report_main(args) -> None:
         print(json.dumps(summary, indent=1, default=str))
         return
     plots = STUDY_DIR / 'plots'
-    text = report_markdown(summary, plots.relative_to(ROOT).as_posix(), study_progress(records))
+    readme = Path(args.readme).resolve()
+    # image links relative to the README that shows them (plots/... beside studies/zoo/README.md)
+    plots_rel = Path(os.path.relpath(plots, readme.parent)).as_posix()
+    text = report_markdown(summary, plots_rel, study_progress(records))
     print(text)
     if not args.no_write:
         plot_success_rates(summary, plots / SUCCESS_PLOT)
         plot_delta_vs_gap(records, plots / DELTA_PLOT)
         (STUDY_DIR / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))
-        write_readme_section(Path(args.readme), text)
+        write_readme_section(readme, text)

@@ -222,8 +222,8 @@ def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
         lines.append(f'[study] still missing (failed, skipped or stopped; the lines above say which): {shown}. '
                      f'Run the same command again to go on.')
     else:
-        lines.append('[study] part complete: `python -m studies.zoo.study --report` rebuilds the README section, '
-                     'plots and summary.json from the records.')
+        lines.append('[study] part complete: `python -m studies.zoo.study --report` rebuilds the report in '
+                     'studies/zoo/README.md, its plots and summary.json from the records.')
     return '\n'.join(lines)
 
 
@@ -281,10 +281,11 @@ def main(argv=None):
     fp.add_argument('--alpha', type=float, default=1.0, help='ridge penalty on standardised features')
     rep = sub.add_parser('report', help='tables, plots and verdict from studies/zoo/runs')
     rep.add_argument('--json', action='store_true', help='print one JSON object instead of markdown')
-    rep.add_argument('--readme', default=str(ROOT / 'README.md'), help='README to rewrite between the study markers')
+    rep.add_argument('--readme', default=str(STUDY_DIR / 'README.md'),
+                     help='README to rewrite between the study markers (default: studies/zoo/README.md)')
     rep.add_argument('--no-write', action='store_true', help='print only; do not touch the README or plots')
     argv = list(sys.argv[1:] if argv is None else argv)
-    # the flag spellings of the issue and the README: --report, --fit-predictor
+    # the flag spellings of the issue and of earlier READMEs: --report, --fit-predictor
     argv = [{'--report': 'report', '--fit-predictor': 'fit-predictor', '--status': 'status'}.get(a, a) for a in argv]
     args = p.parse_args(argv)
     if args.command == 'scan':
