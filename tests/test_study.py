@@ -190,7 +190,7 @@ def test_the_ce_control_is_continued_for_as_many_budgets_as_a_sequential_run_has
     assert [r.name for r in runs] == ['a__seq2__kldp', 'a__seq3__kldp', 'a__ce-x2', 'a__ce-x3']
     study.execute(runs[3], args)  # the third budget first: it needs the second, which needs the CE control
     assert [name for name, _ in trained] == ['a__ce', 'a__ce-x2', 'a__ce-x3']
-    assert trained[0][1] == f'local-dir:{study.ZOO / "a"}'
+    assert trained[0][1] == f'local-dir:{importlib.import_module("studies.zoo.recipe").ZOO / "a"}'
     assert trained[1][1] == f'local-dir:{tmp_path / "work" / "a__ce" / "export"}'
     assert trained[2][1] == f'local-dir:{tmp_path / "work" / "a__ce-x2" / "export"}'
     rec = json.loads((tmp_path / 'runs' / 'a__ce-x3.json').read_text())

@@ -50,6 +50,12 @@ def chosen_lr() -> str:
     return json.loads(CHOSEN_LR_FILE.read_text())['lr']
 
 
+def model_dir(name: str) -> Path:
+    """A zoo model's folder: the first zoo's (``zoo/NAME``) or the converged zoo's (``zoo/converged/NAME``)."""
+    first, converged = ZOO / name, ZOO / 'converged' / name
+    return converged if converged.is_dir() and not first.is_dir() else first
+
+
 def repo_relative(record: dict) -> dict:
     """A record as it is committed: models in this checkout named by their path in the repository
     (``local-dir:zoo/vit_a``), never by this machine's absolute path."""

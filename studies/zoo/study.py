@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .recipe import (
     BASE_FLAGS, CHOSEN_LR_FILE, FIRST_WAVE, LR_GRID, PAIR_METHODS, ROOT, RUNS_DIR, SELECT_PAIRS, STUDY_DIR,
-    VALIDATION_SPLIT, WORK, ZOO, chosen_lr, repo_relative, zoo_names,
+    VALIDATION_SPLIT, WORK, chosen_lr, model_dir, repo_relative, zoo_names,
 )
 from .scans import fit_predictor, scan_zoo
 
@@ -117,7 +117,7 @@ PARTS = {'select': select_runs, 'main': main_runs, 'sequential': sequential_runs
 
 
 def start_of(run: Run, args) -> Path:
-    return Path(args.work) / run.after.name / 'export' if run.after else ZOO / run.student
+    return Path(args.work) / run.after.name / 'export' if run.after else model_dir(run.student)
 
 
 def command(run: Run, args) -> list[str]:
@@ -125,7 +125,7 @@ def command(run: Run, args) -> list[str]:
            '--data-dir', args.data_dir, '--output', args.work, '--experiment', run.name, '--resume', 'auto',
            *BASE_FLAGS, *run.flags]
     if run.teachers:
-        cmd += ['--teachers', ','.join(f'local-dir:{ZOO / t}' for t in run.teachers)]
+        cmd += ['--teachers', ','.join(f'local-dir:{model_dir(t)}' for t in run.teachers)]
     if args.data_in_memory:  # the same batches, decoded once: the fast loop
         cmd += ['--data-in-memory']
     if args.teacher_cache:

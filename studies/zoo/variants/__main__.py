@@ -117,7 +117,7 @@ def report(args) -> None:
             print(f"| {name} | {c['mean_delta']:+.3f} | {c['mean_minus_ce']:+.3f} | {above} of {len(c['pairs'])} |")
     ce = table['ce']
     if ce:
-        print(f"\nCE control per student: " + ', '.join(f"{s} {v['delta']:+.2f} (p = {v['p']:.2g})" for s, v in ce.items()))
+        print("\nCE control per student: " + ', '.join(f"{s} {v['delta']:+.2f} (p = {v['p']:.2g})" for s, v in ce.items()))
 
 
 def run_part(args) -> None:

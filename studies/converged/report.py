@@ -1,0 +1,174 @@
+"""The converged study's report: three blocks of pairs side by side, the map of where transfer beats more training,
+and the pre-registered hypotheses (studies/converged/PLAN.md), all from the run records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from timm_gkt.report import bootstrap_mean_ci, mean
+
+from studies.zoo.summary import MIN_STUDENTS, method_summary
+
+HERE = Path(__file__).resolve().parent
+BLOCKS = {
+    'within': 'within the converged zoo',
+    'to_first': 'converged teachers -> first-zoo students',
+    'to_converged': 'first-zoo teachers -> converged students',
+}
+MAP_PLOT = HERE / 'plots' / 'where_transfer_wins.png'
+
+
+def seed_of(record: dict) -> int:
+    flags = record.get('flags') or []
+    seeds = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == '--seed']
+    return int(seeds[-1]) if seeds else 0
+
+
+def block_of(record: dict, converged: set[str]) -> str | None:
+    if record['kind'] == 'control' or not record.get('teachers'):
+        return None
+    s_conv, t_conv = record['student'] in converged, record['teachers'][0] in converged
+    if s_conv and t_conv:
+        return 'within'
+    if t_conv:
+        return 'to_first'
+    return 'to_converged' if s_conv else None
+
+
+def organise(records: list[dict], converged: set[str]) -> tuple[dict, dict]:
+    """(runs[block][method][(student, teacher, seed)] -> results, controls[(student, seed)] -> results)."""
+    runs, controls = {b: {} for b in BLOCKS}, {}
+    for rec in records:
+        key_seed = seed_of(rec)
+        if rec['kind'] == 'control':
+            controls[(rec['student'], key_seed)] = rec['results']
+            continue
+        block = block_of(rec, converged)
+        if block is not None:
+            runs[block].setdefault(rec['method'], {})[(rec['student'], rec['teachers'][0], key_seed)] = rec['results']
+    return runs, controls
+
+
+def minus_control(runs: dict, controls: dict) -> dict | None:
+    """Δ(method) − Δ(CE control of the same student and seed), interval by resampling students."""
+    keys = sorted(k for k in runs if (k[0], k[2]) in controls)
+    if not keys:
+        return None
+    diffs = [runs[k]['transfer_delta'] - controls[(k[0], k[2])]['transfer_delta'] for k in keys]
+    lo, hi = bootstrap_mean_ci(diffs, [k[0] for k in keys])
+    return {'n': len(diffs), 'students': len({k[0] for k in keys}), 'mean': mean(diffs), 'ci': [lo, hi],
+            'positive': sum(d > 0 for d in diffs)}
+
+
+def summarize(records: list[dict], index: dict | None) -> dict:
+    converged = {m['name'] for m in (index or {}).get('models', []) if m['convergence']['converged']}
+    runs, controls = organise(records, converged)
+    out = {'blocks': {}, 'controls': {}}
+    for block, methods in runs.items():
+        out['blocks'][block] = {method: {**method_summary([r[k] for k in sorted(r)], [k[0] for k in sorted(r)]),
+                                         'minus_ce': minus_control(r, controls)}
+                                for method, r in methods.items()}
+    for zoo, members in (('converged', converged), ('first', {s for s, _ in controls} - converged)):
+        deltas = {k: r['transfer_delta'] for k, r in controls.items() if k[0] in members}
+        if deltas:
+            lo, hi = bootstrap_mean_ci(list(deltas.values()), [s for s, _ in deltas])
+            out['controls'][zoo] = {'n': len(deltas), 'mean': mean(list(deltas.values())), 'ci': [lo, hi]}
+    out['map'] = transfer_map(runs, controls, index)
+    out['hypotheses'] = hypotheses(out)
+    return out
+
+
+def transfer_map(runs: dict, controls: dict, index: dict | None) -> list[dict]:
+    """Per KL+DP pair (seeds averaged): KL+DP − CE against how far the student is from its plateau (its CE
+    control's Δ) and the teacher's fit on its training images (clean train top-1, converged zoo only)."""
+    fit = {m['name']: m.get('clean_train_top1') for m in (index or {}).get('models', [])}
+    points = []
+    for block, methods in runs.items():
+        by_pair = {}
+        for (s, t, seed), r in methods.get('kldp', {}).items():
+            if (s, seed) in controls:
+                by_pair.setdefault((s, t), []).append((r['transfer_delta'] - controls[(s, seed)]['transfer_delta'],
+                                                       controls[(s, seed)]['transfer_delta']))
+        for (s, t), values in sorted(by_pair.items()):
+            points.append({'block': block, 'student': s, 'teacher': t, 'seeds': len(values),
+                           'kldp_minus_ce': mean([v for v, _ in values]), 'student_ce_delta': mean([c for _, c in values]),
+                           'teacher_train_top1': fit.get(t)})
+    return points
+
+
+def hypotheses(summary: dict) -> dict:
+    """PLAN.md's three hypotheses, each True, False or None (not measured yet, or fewer than MIN_STUDENTS students
+    behind an interval)."""
+    def block(name, method):
+        return summary['blocks'].get(name, {}).get(method)
+    conv_ce = summary['controls'].get('converged')
+    within, kl_within, to_first = block('within', 'kldp'), block('within', 'kl'), block('to_first', 'kldp')
+    kl_first = block('to_first', 'kl')
+    h1 = None if conv_ce is None else abs(conv_ce['mean']) <= 0.05
+    h2 = None  # undecided until the interval is over enough students to mean something
+    if within and within['minus_ce'] and within['minus_ce']['students'] >= MIN_STUDENTS:
+        h2 = (within['minus_ce']['ci'][0] > 0 and within['success_rate'] >= 90
+              and within['significant_loss_pairs'] == 0
+              and (kl_within is None or kl_within['mean_delta'] < within['mean_delta']))
+    h3 = None
+    if to_first and to_first['minus_ce'] and to_first['minus_ce']['students'] >= MIN_STUDENTS:
+        h3 = to_first['minus_ce']['ci'][0] > 0 and (kl_first is None or to_first['mean_delta'] >= kl_first['mean_delta'])
+    return {'converged_ce_near_zero': h1, 'kldp_beats_ce_within_converged': h2,
+            'kldp_beats_ce_from_converged_teachers': h3}
+
+
+def _ci(ci) -> str:
+    return f'[{ci[0]:+.2f}, {ci[1]:+.2f}]'
+
+
+def markdown(summary: dict) -> str:
+    lines = ['| pairs | method | runs | students | success rate [Wilson] [clustered] | mean Δ [clustered] | '
+             'significant gains / losses | minus CE control [clustered] |', '|---|---|---:|---:|---:|---:|---:|---:|']
+    for block, methods in summary['blocks'].items():
+        for method, s in sorted(methods.items()):
+            clustered = s.get('success_ci_clustered') or [float('nan')] * 2
+            minus = s['minus_ce']
+            minus_text = '–' if not minus else f"{minus['mean']:+.2f} {_ci(minus['ci'])} ({minus['positive']} of {minus['n']} above)"
+            lines.append(f"| {BLOCKS[block]} | {method} | {s['n']} | {s['students']} | {s['success_rate']:.0f}% "
+                         f"[{s['success_ci'][0]:.0f}, {s['success_ci'][1]:.0f}] [{clustered[0]:.0f}, {clustered[1]:.0f}]"
+                         f" | {s['mean_delta']:+.2f} {_ci(s['mean_delta_ci'])} | {s['significant_gain_pairs']} / "
+                         f"{s['significant_loss_pairs']} | {minus_text} |")
+    for zoo, c in summary['controls'].items():
+        lines.append(f"\nCE control, {zoo} zoo: mean Δ {c['mean']:+.2f} {_ci(c['ci'])} over {c['n']} runs.")
+    lines.append('\nHypotheses (studies/converged/PLAN.md): ' + ', '.join(
+        f"{name}: {'undecided (not measured yet, or too few students)' if v is None else ('holds' if v else 'does not hold')}"
+        for name, v in summary['hypotheses'].items()) + '.')
+    return '\n'.join(lines)
+
+
+def plot_map(points: list[dict], path: Path) -> Path | None:
+    if not points:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for block, marker in zip(BLOCKS, 'o^s'):
+        pts = [p for p in points if p['block'] == block]
+        if pts:
+            ax.scatter([p['student_ce_delta'] for p in pts], [p['kldp_minus_ce'] for p in pts], marker=marker,
+                       label=BLOCKS[block], alpha=0.8)
+    ax.axhline(0, color='grey', lw=0.8)
+    ax.set_xlabel("student's CE-control Δ (points): how far from its plateau")
+    ax.set_ylabel('KL+DP − CE control (points)')
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    return path
+
+
+def report_main(args, records: list[dict], index: dict | None) -> None:
+    summary = summarize(records, index)
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return
+    print(markdown(summary))
+    if not getattr(args, 'no_write', False):
+        plot_map(summary['map'], MAP_PLOT)
+        (HERE / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))

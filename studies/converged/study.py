@@ -1,0 +1,159 @@
+"""Where does transfer beat more training? The study on the converged zoo and across the two zoos.
+
+    python -m studies.converged.study run --part within,across   # the plan's order (studies/converged/PLAN.md)
+    python -m studies.converged.study run --part kl,seeds,variant
+    python -m studies.converged.study status
+    python -m studies.converged.study report [--json]            # tables, the map, the hypotheses
+
+Every run is one ``timm_gkt.train`` process of the zoo study's recipe (``studies/zoo/recipe.py``) on the transfer
+split ``train[:55000]``, scored on the 10,000 test images; its record is ``studies/converged/runs/<run>.json``
+(finished runs are skipped, killed ones resumed). A first-zoo student's CE control at seed 0 is the zoo study's
+(``studies/zoo/runs/<student>__ce.json``: the same recipe and seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from studies.zoo.recipe import ROOT, RUNS_DIR as FIRST_RUNS, chosen_lr, zoo_names
+from studies.zoo.study import Run, execute, summary_of
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / 'runs'
+INDEX = ROOT / 'zoo' / 'converged' / 'index.json'
+WORK = ROOT / 'output' / 'converged'
+SEEDS = (1, 2)  # besides seed 0, for the first zoo's students (short of fit: one seed cannot separate methods)
+
+
+def converged_names() -> list[str]:
+    """The converged zoo's models that met the rule (a model still in training or failing it takes no part)."""
+    if not INDEX.is_file():
+        raise SystemExit(f'{INDEX} does not exist yet: build the zoo first (python -m studies.converged.build)')
+    return [m['name'] for m in json.loads(INDEX.read_text())['models'] if m['convergence']['converged']]
+
+
+def chosen_variant() -> tuple[str, list[str]] | None:
+    """The objectives study's chosen variant (studies/zoo/variants/chosen.json), if it chose one."""
+    from studies.zoo.variants.__main__ import CHOSEN, CONDITIONS
+    if not CHOSEN.is_file() or not json.loads(CHOSEN.read_text()).get('go'):
+        return None
+    name = json.loads(CHOSEN.read_text())['chosen']
+    return name, CONDITIONS[name]
+
+
+def _run(name: str, kind: str, student: str, teachers: tuple, method: str, flags: list[str]) -> Run:
+    return Run(name, kind, student, teachers, method, [*flags, '--lr', chosen_lr()], records=RUNS)
+
+
+KLDP, KL, CE = ['--transfer-method', 'kldp'], ['--transfer-method', 'kl'], ['--transfer-method', 'ce']
+
+
+def within_runs() -> list[Run]:
+    names = converged_names()
+    runs = [_run(f'{s}__ce', 'control', s, (), 'ce', CE) for s in names]
+    return runs + [_run(f'{s}__{t}__kldp', 'pair', s, (t,), 'kldp', KLDP) for s in names for t in names if s != t]
+
+
+def across_runs() -> list[Run]:
+    first, conv = zoo_names(), converged_names()
+    runs = [_run(f'{s}__{t}__kldp', 'cross', s, (t,), 'kldp', KLDP) for s in first for t in conv]
+    return runs + [_run(f'{s}__{t}__kldp', 'cross', s, (t,), 'kldp', KLDP) for s in conv for t in first]
+
+
+def kl_runs() -> list[Run]:
+    """KL-Dist within the converged zoo, and from the converged teachers into the first zoo's students (seed 0):
+    hypothesis 3 compares KL+DP with it there."""
+    names, first = converged_names(), zoo_names()
+    runs = [_run(f'{s}__{t}__kl', 'pair', s, (t,), 'kl', KL) for s in names for t in names if s != t]
+    return runs + [_run(f'{s}__{t}__kl', 'cross', s, (t,), 'kl', KL) for s in first for t in names]
+
+
+def seed_runs() -> list[Run]:
+    first, conv = zoo_names(), converged_names()
+    runs = []
+    for seed in SEEDS:
+        seed_flags = ['--seed', str(seed)]
+        runs += [_run(f'{s}__ce__seed{seed}', 'control', s, (), 'ce', [*CE, *seed_flags]) for s in first]
+        runs += [_run(f'{s}__{t}__kldp__seed{seed}', 'cross', s, (t,), 'kldp', [*KLDP, *seed_flags])
+                 for s in first for t in conv]
+    return runs
+
+
+def variant_runs() -> list[Run]:
+    chosen = chosen_variant()
+    if chosen is None:
+        return []
+    name, flags = chosen
+    conv, first = converged_names(), zoo_names()
+    runs = [_run(f'{s}__{t}__{name}', 'pair', s, (t,), name, [*KLDP, *flags]) for s in conv for t in conv if s != t]
+    return runs + [_run(f'{s}__{t}__{name}', 'cross', s, (t,), name, [*KLDP, *flags]) for s in first for t in conv]
+
+
+PARTS = {'within': within_runs, 'across': across_runs, 'kl': kl_runs, 'seeds': seed_runs, 'variant': variant_runs}
+
+
+def load_records() -> list[dict]:
+    """This study's records, and the zoo study's CE controls of the first zoo's students (seed 0)."""
+    own = [json.loads(p.read_text()) for p in sorted(RUNS.glob('*.json'))]
+    first = [json.loads((FIRST_RUNS / f'{s}__ce.json').read_text()) for s in zoo_names()
+             if (FIRST_RUNS / f'{s}__ce.json').is_file()]
+    return own + first
+
+
+def run_part(args) -> None:
+    runs = [r for part in args.part.split(',') for r in PARTS[part]()]
+    todo = [r for r in runs if not r.record_path.is_file()]
+    print(f'[converged] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go', flush=True)
+    t0 = time.time()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        done = list(pool.map(lambda r: execute(r, args), todo))
+    print(summary_of(args.part, runs, done, time.time() - t0).replace('studies.zoo.study --report',
+                                                                       'studies.converged.study report'), flush=True)
+
+
+def status(args) -> None:
+    for part, make in PARTS.items():
+        try:
+            runs = make()
+        except SystemExit as e:
+            print(f'{part:8s} not ready: {e}')
+            continue
+        print(f'{part:8s} {sum(r.record_path.is_file() for r in runs):4d} / {len(runs)} runs')
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog='python -m studies.converged.study', description=__doc__.split('\n')[0])
+    sub = p.add_subparsers(dest='command', required=True)
+    r = sub.add_parser('run', help='run (or continue) parts: ' + ', '.join(PARTS))
+    r.add_argument('--part', default='within,across')
+    r.add_argument('--jobs', type=int, default=1)
+    r.add_argument('--threads', type=int, default=1)
+    r.add_argument('--work', default=str(WORK))
+    r.add_argument('--data-dir', default=str(ROOT / 'data'))
+    r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
+    r.add_argument('--no-data-in-memory', dest='data_in_memory', action='store_false')
+    sub.add_parser('status')
+    rep = sub.add_parser('report')
+    rep.add_argument('--json', action='store_true')
+    rep.add_argument('--no-write', action='store_true', help='print only; write neither plots nor summary.json')
+    args = p.parse_args(argv)
+    if args.command == 'run':
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        import torch
+        torch.set_num_threads(args.threads)
+        from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
+        run_part(args)
+    elif args.command == 'status':
+        status(args)
+    else:
+        from .report import report_main
+        report_main(args, load_records(), json.loads(INDEX.read_text()) if INDEX.is_file() else None)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

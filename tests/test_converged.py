@@ -1,0 +1,76 @@
+"""The converged zoo's convergence rule (studies/converged/PLAN.md) on hand-made records."""
+import importlib
+
+import pytest
+
+build = importlib.import_module('studies.converged.build')
+
+
+def record(clean_losses, rounds):
+    history = [{'epoch': e, 'train_loss': 0.5} for e in range(1, 28)]
+    history += [{'epoch': 28 + i, 'train_loss': 0.5, 'clean_train_loss': loss} for i, loss in enumerate(clean_losses)]
+    return {'history': history, 'rounds': [{'round': k + 1, 'delta': d, 'p_value': p}
+                                           for k, (d, p) in enumerate(rounds)]}
+
+
+def test_a_model_whose_loss_has_flattened_and_whose_check_does_not_move_it_is_converged():
+    verdict = build.convergence(record([0.100, 0.0995, 0.0990], [(+0.05, 0.62)]))
+    assert verdict == {'loss_stopped_falling': True, 'check_passed_in_round': 1, 'converged': True, 'rounds': 1}
+
+
+def test_a_loss_still_falling_by_two_percent_fails_part_a():
+    verdict = build.convergence(record([0.100, 0.0990, 0.0979], [(+0.02, 0.9)]))  # 2.1 % over two epochs
+    assert not verdict['loss_stopped_falling'] and not verdict['converged']
+
+
+@pytest.mark.parametrize('delta, p', [(+0.11, 0.5), (-0.11, 0.5), (+0.08, 0.25)])
+def test_a_check_that_moves_test_top1_fails_part_b(delta, p):
+    """More than 0.10 points either way, or a small move that McNemar already calls likely (p < 0.3)."""
+    verdict = build.convergence(record([0.1, 0.1, 0.1], [(delta, p)]))
+    assert verdict['check_passed_in_round'] is None and not verdict['converged']
+
+
+def test_the_first_passing_round_is_the_kept_model():
+    verdict = build.convergence(record([0.1, 0.1, 0.1], [(+0.20, 0.01), (+0.06, 0.35), (-0.01, 1.0)]))
+    assert verdict['check_passed_in_round'] == 2 and verdict['converged'] and verdict['rounds'] == 3
+
+
+def test_without_the_last_three_clean_losses_part_a_cannot_hold():
+    assert not build.loss_stopped_falling([0.1, 0.1])
+
+
+def test_the_side_by_side_report_on_records_of_two_zoos():
+    """Three blocks from hand-made records: the control of the same student and seed is subtracted, seeds are
+    averaged on the map, and each hypothesis is decided or left open."""
+    report = importlib.import_module('studies.converged.report')
+    index = {'models': [{'name': n, 'convergence': {'converged': True}, 'clean_train_top1': 99.0}
+                        for n in ('big1', 'big2')]}
+    teacher = [{'pos_flips_delta': -0.1, 'neg_flips_delta': 0.0}]
+
+    def rec(kind, student, teachers, method, delta, seed=0, p=0.5):
+        return {'kind': kind, 'student': student, 'teachers': teachers, 'method': method,
+                'flags': ['--seed', '0', '--seed', str(seed)],
+                'results': {'transfer_delta': delta, 'p_value': p, 'teachers': teacher if teachers else []}}
+    records = [rec('control', 'big1', [], 'ce', 0.02), rec('control', 'big2', [], 'ce', -0.02),
+               rec('pair', 'big1', ['big2'], 'kldp', 0.12, p=0.01), rec('pair', 'big2', ['big1'], 'kldp', 0.10),
+               rec('pair', 'big1', ['big2'], 'kl', -0.50, p=0.001), rec('pair', 'big2', ['big1'], 'kl', -0.60, p=0.001),
+               rec('control', 'small', [], 'ce', 0.20), rec('control', 'small', [], 'ce', 0.40, seed=1),
+               rec('cross', 'small', ['big1'], 'kldp', 0.50), rec('cross', 'small', ['big1'], 'kldp', 0.30, seed=1),
+               rec('cross', 'big1', ['small'], 'kldp', 0.00)]
+    summary = report.summarize(records, index)
+    within, to_first = summary['blocks']['within']['kldp'], summary['blocks']['to_first']['kldp']
+    assert within['n'] == 2 and within['minus_ce']['mean'] == pytest.approx((0.10 + 0.12) / 2)
+    assert within['significant_gain_pairs'] == 1
+    assert to_first['n'] == 2 and to_first['minus_ce']['mean'] == pytest.approx(((0.5 - 0.2) + (0.3 - 0.4)) / 2)
+    assert summary['blocks']['to_converged']['kldp']['minus_ce']['mean'] == pytest.approx(-0.02)
+    assert summary['controls']['converged']['mean'] == pytest.approx(0.0)
+    small = next(p for p in summary['map'] if p['student'] == 'small')
+    assert small['seeds'] == 2 and small['kldp_minus_ce'] == pytest.approx(0.1)
+    assert small['student_ce_delta'] == pytest.approx(0.3)
+    h = summary['hypotheses']
+    assert h['converged_ce_near_zero'] is True
+    # two and one students: an interval that resamples students means nothing yet, whatever the means say
+    assert h['kldp_beats_ce_within_converged'] is None and h['kldp_beats_ce_from_converged_teachers'] is None
+    text = report.markdown(summary)
+    assert 'within the converged zoo | kldp | 2 | 2 |' in text
+    assert 'converged_ce_near_zero: holds' in text
