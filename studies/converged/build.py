@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from studies.zoo.training import (
     FMNIST, HALF, IMAGENET, PIXELS, Recipe, ZooEntry, create_zoo_model, data_config, evaluate, run_epochs,
 )
+from studies.zoo.build import verify as verify_zoo
 from studies.zoo.recipe import BASE_FLAGS
 from timm_gkt.data import FASHION_MNIST_LABELS, create_image_dataset, load_fashion_mnist_tensors
 from timm_gkt.models import InputAdaptor, count_parameters, load_model
@@ -297,16 +298,8 @@ def write_index() -> list[dict]:
 
 
 def verify(data_dir: Path) -> bool:
-    index = json.loads((ZOO / 'index.json').read_text())
-    test_ds = create_image_dataset('torch/fashion_mnist', data_dir, 'test')
-    ok = True
-    for m in index['models']:
-        loaded = load_model(f'local-dir:{ZOO / m["name"]}')
-        acc = evaluate(loaded.model, loaded.preprocessing, test_ds)
-        good = abs(acc - m['test_top1']) < 1e-6 + 0.005
-        ok &= good
-        print(f'{m["name"]:12s} recorded {m["test_top1"]:6.2f}  reloaded {acc:6.2f}  {"ok" if good else "MISMATCH"}')
-    return ok
+    """Reload every model of zoo/converged and check its recorded top-1 (the first zoo's check, this zoo's folder)."""
+    return verify_zoo(ZOO, data_dir)
 
 
 def markdown_table(models: list[dict]) -> str:

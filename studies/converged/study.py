@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from studies.zoo.recipe import ROOT, RUNS_DIR as FIRST_RUNS, chosen_lr, zoo_names
-from studies.zoo.study import Run, execute, summary_of
+from studies.zoo.study import Run, add_run_arguments, prepare_runs, run_parts
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / 'runs'
@@ -105,17 +102,6 @@ def load_records() -> list[dict]:
     return own + first
 
 
-def run_part(args) -> None:
-    runs = [r for part in args.part.split(',') for r in PARTS[part]()]
-    todo = [r for r in runs if not r.record_path.is_file()]
-    print(f'[converged] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go', flush=True)
-    t0 = time.time()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(lambda r: execute(r, args), todo))
-    print(summary_of(args.part, runs, done, time.time() - t0).replace('studies.zoo.study --report',
-                                                                       'studies.converged.study report'), flush=True)
-
-
 def status(args) -> None:
     for part, make in PARTS.items():
         try:
@@ -131,23 +117,15 @@ def main(argv=None) -> None:
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run (or continue) parts: ' + ', '.join(PARTS))
     r.add_argument('--part', default='within,across')
-    r.add_argument('--jobs', type=int, default=1)
-    r.add_argument('--threads', type=int, default=1)
-    r.add_argument('--work', default=str(WORK))
-    r.add_argument('--data-dir', default=str(ROOT / 'data'))
-    r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
-    r.add_argument('--no-data-in-memory', dest='data_in_memory', action='store_false')
+    add_run_arguments(r, WORK, in_memory=True)
     sub.add_parser('status')
     rep = sub.add_parser('report')
     rep.add_argument('--json', action='store_true')
     rep.add_argument('--no-write', action='store_true', help='print only; write neither plots nor summary.json')
     args = p.parse_args(argv)
     if args.command == 'run':
-        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        import torch
-        torch.set_num_threads(args.threads)
-        from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
-        run_part(args)
+        prepare_runs(args.threads)
+        run_parts(PARTS, args, 'converged', 'python -m studies.converged.study report')
     elif args.command == 'status':
         status(args)
     else:

@@ -197,17 +197,25 @@ def _execute(run: Run, args) -> dict | None:
     return record
 
 
-def run_part(args) -> None:
-    runs = [r for part in args.part.split(',') for r in PARTS[part]()]
+def run_parts(parts: dict, args, label: str = 'study',
+              report: str = 'python -m studies.zoo.study --report') -> None:
+    """Every run of the parts named in ``args.part`` (comma-separated keys of ``parts``) not yet recorded,
+    ``args.jobs`` at a time, then what was finished and what is missing."""
+    runs = [r for part in args.part.split(',') for r in parts[part]()]
     todo = [r for r in runs if not r.record_path.is_file()]
-    print(f'[study] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go, '
+    print(f'[{label}] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go, '
           f'{args.jobs} at a time', flush=True)
     t0 = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         records = list(pool.map(lambda r: execute(r, args), todo))
+    print(summary_of(args.part, runs, records, time.time() - t0).replace('python -m studies.zoo.study --report',
+                                                                         report), flush=True)
+
+
+def run_part(args) -> None:
+    run_parts(PARTS, args)
     if 'select' in args.part.split(','):
         choose_lr()
-    print(summary_of(args.part, runs, records, time.time() - t0), flush=True)
 
 
 def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
@@ -260,19 +268,35 @@ def status(args) -> None:
         print(f'{part:10s} {len(done):4d} / {len(runs)} runs{eta}')
 
 
+def add_run_arguments(parser, work: Path, in_memory: bool) -> None:
+    """The arguments of every study's ``run``: parallel jobs, threads, folders, the fast loop."""
+    parser.add_argument('--jobs', type=int, default=1, help='runs at a time (one thread each)')
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--work', default=str(work))
+    parser.add_argument('--data-dir', default=str(ROOT / 'data'))
+    parser.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
+    parser.set_defaults(data_in_memory=in_memory)
+    parser.add_argument('--data-in-memory', dest='data_in_memory', action='store_true',
+                        help='decode the images once and flip and normalise batches on the device (the same batches '
+                             'as the per-image loader, bit for bit)' + (' (the default)' if in_memory else ''))
+    parser.add_argument('--no-data-in-memory', dest='data_in_memory', action='store_false',
+                        help='use the per-image loader')
+
+
+def prepare_runs(threads: int) -> None:
+    """Set before torch is imported: the forked runs inherit one-thread pools, and import the trainer once."""
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    import torch
+    torch.set_num_threads(threads)
+    from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run (or continue) a part of the study')
     r.add_argument('--part', default='main', help='select, main, sequential (comma-separated)')
-    r.add_argument('--jobs', type=int, default=1, help='runs at a time (one thread each)')
-    r.add_argument('--threads', type=int, default=1)
-    r.add_argument('--work', default=str(WORK))
-    r.add_argument('--data-dir', default=str(ROOT / 'data'))
-    r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
-    r.add_argument('--data-in-memory', action='store_true',
-                   help='decode the images once and flip and normalise batches on the device (the same batches as the '
-                        'per-image loader, bit for bit)')
+    add_run_arguments(r, WORK, in_memory=False)
     sub.add_parser('status', help='runs done and left')
     sc = sub.add_parser('scan', help='scan every pair on the validation and the test split (run before sequential)')
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))
@@ -293,11 +317,7 @@ def main(argv=None):
     elif args.command == 'fit-predictor':
         fit_predictor(args)
     elif args.command == 'run':
-        # set before torch is imported: the forked runs inherit one-thread pools
-        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        import torch
-        torch.set_num_threads(args.threads)
-        from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
+        prepare_runs(args.threads)
         run_part(args)
     elif args.command == 'status':
         status(args)

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..recipe import ROOT, VALIDATION_SPLIT, chosen_lr, zoo_names
-from ..study import Run, execute, summary_of
+from ..study import Run, add_run_arguments, prepare_runs, run_parts
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / 'runs'
@@ -120,39 +117,19 @@ def report(args) -> None:
         print("\nCE control per student: " + ', '.join(f"{s} {v['delta']:+.2f} (p = {v['p']:.2g})" for s, v in ce.items()))
 
 
-def run_part(args) -> None:
-    runs = [r for part in args.part.split(',') for r in PARTS[part]()]
-    todo = [r for r in runs if not r.record_path.is_file()]
-    print(f'[variants] {args.part}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go', flush=True)
-    t0 = time.time()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(lambda r: execute(r, args), todo))
-    print(summary_of(args.part, runs, done, time.time() - t0).replace('studies.zoo.study --report',
-                                                                       'studies.zoo.variants report'), flush=True)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog='python -m studies.zoo.variants', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run (or continue) a part: select, confirm')
     r.add_argument('--part', default='select')
-    r.add_argument('--jobs', type=int, default=1, help='runs at a time (one thread each)')
-    r.add_argument('--threads', type=int, default=1)
-    r.add_argument('--work', default=str(WORK))
-    r.add_argument('--data-dir', default=str(ROOT / 'data'))
-    r.add_argument('--teacher-cache', default=str(ROOT / 'output' / 'teacher_cache'))
-    r.add_argument('--no-data-in-memory', dest='data_in_memory', action='store_false',
-                   help='use the per-image loader (the same batches, slower)')
+    add_run_arguments(r, WORK, in_memory=True)
     sub.add_parser('choose', help="apply the plan's rule to the selection records")
     rep = sub.add_parser('report', help='tables from the records')
     rep.add_argument('--json', action='store_true')
     args = p.parse_args(argv)
     if args.command == 'run':
-        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        import torch
-        torch.set_num_threads(args.threads)
-        from timm_gkt import train  # noqa: F401  (imported once, shared by every forked run)
-        run_part(args)
+        prepare_runs(args.threads)
+        run_parts(PARTS, args, 'variants', 'python -m studies.zoo.variants report')
     elif args.command == 'choose':
         print(json.dumps(choose(), indent=1))
     else:
