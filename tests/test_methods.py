@@ -84,3 +84,11 @@ def test_create_task_builds_each_method_with_its_arguments(setup):
 def test_create_task_uses_method_defaults_for_what_is_not_given(setup):
     task = create_task('xekl-mcl', setup.student, setup.teachers[:1], None)
     assert task.temperature == 1.0 and task.xe_weight == 0.3 and task.momentum == 0.9999 and task.interval == 2
+
+
+def test_a_run_with_this_projects_options_is_not_titled_as_the_papers_method():
+    kldp = get_method('kldp')
+    assert kldp.title_with({'xe_weight': 0.0, 'dp_routing': 'two-way', 'dp_calibration': 'none'}) == 'KL + DP'
+    assert kldp.title_with({'xe_weight': 0.3, 'dp_routing': 'three-way', 'dp_calibration': 'temperature'}) == \
+        "KL + DP (0.3 CE, three-way routing, calibrated routing; this project's extension)"
+    assert get_method('xekl').title_with({'xe_weight': 0.3}) == 'XE-KL'

@@ -196,7 +196,7 @@ def describe_plan(plan: Plan) -> list[str]:
     """What a dry run prints: the checks passed and what the run would do."""
     config, student = plan.config, plan.student
     prep = student.preprocessing
-    lines = [f'plan: {plan.method.title} into {student.name} '
+    lines = [f'plan: {plan.method.title_with(config.task_hyperparameters())} into {student.name} '
              f'(input {prep.input_size}, {count_parameters(student.model) / 1e6:.2f} M params)']
     for t in plan.teachers.values():
         lines.append(f'  teacher {t.name}: input {t.preprocessing.input_size}, {t.num_classes} classes, '

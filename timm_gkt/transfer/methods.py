@@ -39,6 +39,19 @@ class Method:
     def uses(self, hyperparameter: str) -> bool:
         return hyperparameter in self.hyperparameters
 
+    def title_with(self, options: Mapping[str, object]) -> str:
+        """The title, naming this project's extensions where ``options`` (the run's hyperparameters) turn one on:
+        a run of them is not the paper's method and must not be reported as if it were."""
+        parts = []
+        if self.name == 'kldp':
+            if options.get('xe_weight'):
+                parts.append(f"{options['xe_weight']:g} CE")
+            if options.get('dp_routing', 'two-way') != 'two-way':
+                parts.append(f"{options['dp_routing']} routing")
+            if options.get('dp_calibration', 'none') != 'none':
+                parts.append('calibrated routing')
+        return f'{self.title} ({", ".join(parts)}; this project\'s extension)' if parts else self.title
+
 
 # Builders: the stage's student, teachers and frozen student, the number of optimizer updates the stage makes
 # (``updates``: what a method that follows the run length needs), and keyword arguments only, each taking
