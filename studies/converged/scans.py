@@ -1,0 +1,108 @@
+"""The converged study's scans and the gain predictor refitted on both zoos.
+
+    python -m studies.converged.scans scan         # every student of this study against its teachers, test split
+    python -m studies.converged.scans predictor    # refit on both zoos; leave-one-student-out per zoo and pooled
+
+The scan holds what ``python -m timm_gkt.scan`` measures (ρpos, ρneg, flip entropy, top-1): the predictor's
+features. The refit compares the package's features with the same plus the student's own CE-control Δ (how far
+it is from its plateau); that extra feature is not known before a run, so the package's predictor keeps the scan's
+features, refitted on both zoos only if that ranks new students better than the first zoo's fit alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from studies.zoo.recipe import ROOT, RUNS_DIR as FIRST_RUNS, STUDY_DIR as FIRST_STUDY, model_dir, zoo_names
+
+from .study import RUNS, converged_names
+
+HERE = Path(__file__).resolve().parent
+SCAN = HERE / 'scan_test.json'
+VALIDATION = HERE / 'predictor_validation.json'
+EXTRA = 'student_ce_delta'
+
+
+def scan_students(data_dir: str) -> None:
+    """Converged students against every other model of both zoos; first-zoo students against the converged ones."""
+    from timm_gkt.evaluation import scan
+    conv, first = converged_names(), zoo_names()
+    out = json.loads(SCAN.read_text())['students'] if SCAN.is_file() else {}
+    plan = [(s, [t for t in conv + first if t != s]) for s in conv] + [(s, conv) for s in first]
+    for student, teachers in plan:
+        if student in out and set(out[student]['teachers']) >= set(teachers):
+            continue
+        r = scan(f'local-dir:{model_dir(student)}', [f'local-dir:{model_dir(t)}' for t in teachers],
+                 'torch/fashion_mnist', data_dir, split='test')
+        out[student] = {'student_top1': r['student_top1'], 'eval_samples': r['eval_samples'],
+                        'teachers': {t: {k: v for k, v in e.items() if k not in ('spec', 'per_class_pos_flips')}
+                                     for t, e in zip(teachers, r['teachers'])}}
+        SCAN.write_text(json.dumps({'split': 'test', 'students': out}, indent=1))
+        print(f'[converged] scanned {student}', flush=True)
+
+
+def _ce_delta(records: dict, student: str) -> float | None:
+    rec = records.get(f'{student}__ce')
+    return rec['results']['transfer_delta'] if rec else None
+
+
+def predictor_rows() -> list[dict]:
+    """One row per single-teacher KL+DP pair at seed 0, with its zoo, its scan features and the student's CE Δ."""
+    from timm_gkt.evaluation import pair_features
+    first_scan = json.loads((FIRST_STUDY / 'scan_test.json').read_text())['students']
+    conv_scan = json.loads(SCAN.read_text())['students'] if SCAN.is_file() else {}
+    first_records = {p.stem: json.loads(p.read_text()) for p in FIRST_RUNS.glob('*.json')}
+    own_records = {p.stem: json.loads(p.read_text()) for p in RUNS.glob('*.json')}
+    rows = []
+    for zoo, records in (('first', first_records), ('converged', own_records)):
+        for name, rec in sorted(records.items()):
+            if rec['method'] != 'kldp' or rec['kind'] not in ('pair', 'cross') or '__seed' in name:
+                continue
+            s, t = rec['student'], rec['teachers'][0]
+            scan = (first_scan if t in first_scan.get(s, {}).get('teachers', {}) else conv_scan).get(s)
+            ce = _ce_delta(first_records, s) if s in zoo_names() else _ce_delta(own_records, s)
+            if scan is None or t not in scan['teachers'] or ce is None:
+                continue
+            rows.append({'zoo': zoo if rec['kind'] == 'pair' else 'cross', 'student': s, 'teacher': t,
+                         'delta': rec['results']['transfer_delta'], EXTRA: ce,
+                         **pair_features(scan['student_top1'], scan['teachers'][t])})
+    return rows
+
+
+def refit(alpha: float = 1.0) -> dict:
+    """Leave-one-student-out Spearman of the scan features and of the scan features + the student's CE Δ, on the
+    first zoo, on the converged zoo's pairs and pooled over every pair."""
+    from timm_gkt.evaluation import leave_one_student_out
+    from timm_gkt.evaluation.predictor import FEATURES
+    rows = predictor_rows()
+    groups = {'first zoo': [r for r in rows if r['zoo'] == 'first'],
+              'converged zoo': [r for r in rows if r['zoo'] == 'converged'], 'pooled': rows}
+    out = {}
+    for label, group in groups.items():
+        if len({r['student'] for r in group}) < 3:
+            out[label] = None
+            continue
+        out[label] = {name: {k: v for k, v in leave_one_student_out(group, alpha, features).items()
+                             if k not in ('predicted', 'actual')}
+                      for name, features in (('scan features', FEATURES), ('+ student CE Δ', (*FEATURES, EXTRA)))}
+    VALIDATION.write_text(json.dumps({'alpha': alpha, 'groups': out, 'rows': rows}, indent=1))
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog='python -m studies.converged.scans', description=__doc__.split('\n')[0])
+    sub = p.add_subparsers(dest='command', required=True)
+    sc = sub.add_parser('scan')
+    sc.add_argument('--data-dir', default=str(ROOT / 'data'))
+    fp = sub.add_parser('predictor')
+    fp.add_argument('--alpha', type=float, default=1.0)
+    args = p.parse_args(argv)
+    if args.command == 'scan':
+        scan_students(args.data_dir)
+    else:
+        print(json.dumps(refit(args.alpha), indent=1))
+
+
+if __name__ == '__main__':
+    main()
