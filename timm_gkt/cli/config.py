@@ -24,6 +24,7 @@ from .flags import (  # noqa: F401  (re-exported for the modules that read defau
 from ..transfer.methods import DEFAULT_METHOD, METHODS, Method, get_method, methods_using
 from ..models.spec import ModelSpec, resolve_spec
 from ..errors import ConfigError
+from .decisions import check_decision_flags
 
 
 
@@ -88,6 +89,7 @@ class TransferConfig:
     teacher_cache: str | None = None
     teacher_cache_storage: str = 'float32'
     dry_run: bool = False
+    control: str | None = None  # the user's decisions (cli.decisions): the CE control
     # hub
     push_to_hub: str | None = None
     hub_private: bool = False
@@ -95,6 +97,7 @@ class TransferConfig:
     hub_create_pr: bool = False
     push_min_delta: float = 0.0
     push_max_pvalue: float | None = None
+    push_beat_control: bool = False
     # misc
     amp: bool = False
     amp_dtype: str = 'bfloat16'
@@ -336,6 +339,7 @@ def check_values(config: TransferConfig) -> None:
 def check_flags(config: TransferConfig) -> None:
     """Flag values and combinations that cannot work, refused before anything is loaded (ConfigError, one sentence)."""
     check_values(config)
+    check_decision_flags(config)
     method = config.method
     if method.needs_teacher and not config.teachers:
         raise ConfigError(f'--transfer-method {method.name} needs a teacher: add --teachers SPEC[,SPEC...].')

@@ -91,6 +91,10 @@ def _add_hub_flags(g) -> None:
     g.add_argument('--push-min-delta', type=float, default=0.0, help='push only if Δtransf exceeds this (points)')
     g.add_argument('--push-max-pvalue', type=float, default=None,
                    help='push only if McNemar p is at most this (default: no p-value gate)')
+    g.add_argument('--push-beat-control', action='store_true',
+                   help='push only if the student is significantly better than the CE control (paired McNemar p < '
+                        '0.05; needs --control ce); a student better than its start but not than more training '
+                        'exits 4, not 3')
 
 
 def _add_misc_flags(g) -> None:
@@ -142,6 +146,10 @@ def _add_refused_flags(g) -> None:
 
 def _add_transfer_flags(g) -> None:
     g.add_argument('--teachers', default='', help='comma-separated teacher specs (short timm names resolve too)')
+    g.add_argument('--control', default=None, choices=('ce',),
+                   help='after the transfer, train the CE control (plain cross-entropy from the same student, data '
+                        'order, seed and budget) and compare the two on the same images (paired McNemar): one more '
+                        'training run, which the teacher cache does not shorten (default: none)')
     g.add_argument('--transfer-teacher', action='append', default=[], metavar='SPEC', help='one teacher (repeatable)')
     g.add_argument('--transfer-method', default=DEFAULT_METHOD, choices=list(METHODS),
                    help='; '.join(f'{m.name}: {m.title}' for m in METHODS.values()))

@@ -28,6 +28,7 @@ from ..transfer.methods import Method
 from ..transfer.rundir import check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint
 from ..transfer.stages import batches_per_process, plan_stages, updates_per_epoch
 from .config import TransferConfig, check_flags, flag_name
+from .decisions import control_cost
 
 
 @dataclass
@@ -163,7 +164,7 @@ def push_target(config: TransferConfig) -> PushTarget | None:
         return None
     return PushTarget(config.push_to_hub, private=config.hub_private, revision=config.hub_revision,
                       create_pr=config.hub_create_pr, min_delta=config.push_min_delta,
-                      max_p_value=config.push_max_pvalue)
+                      max_p_value=config.push_max_pvalue, beat_control=config.push_beat_control)
 
 
 def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
@@ -192,6 +193,10 @@ def global_batch(plan: Plan) -> str:
     return f'batch {total}' + (f' ({" x ".join(parts)})' if len(parts) > 1 else '')
 
 
+def stage_count(plan: Plan) -> int:
+    return len(plan_stages(list(plan.teachers), plan.config.multi, plan.method.needs_teacher))
+
+
 def describe_plan(plan: Plan) -> list[str]:
     """What a dry run prints: the checks passed and what the run would do."""
     config, student = plan.config, plan.student
@@ -201,14 +206,17 @@ def describe_plan(plan: Plan) -> list[str]:
     for t in plan.teachers.values():
         lines.append(f'  teacher {t.name}: input {t.preprocessing.input_size}, {t.num_classes} classes, '
                      f'{count_parameters(t.model) / 1e6:.2f} M params')
-    n_stages = len(plan_stages(list(plan.teachers), config.multi, plan.method.needs_teacher))
+    n_stages = stage_count(plan)
     lines.append(f'  stages: {n_stages} '
                  f'({config.multi or "single"}; order: {config.teacher_order} teacher top-1, measured before '
                  f'training), {config.epochs} epoch(s) each, {global_batch(plan)}, lr {config.learning_rate} '
                  f'(absolute: not scaled by the batch)')
     lines += plan.data.describe()
     lines += [f'  weights of {w.spec.name}: {_WHERE[w.where]}' for w in plan.weights]
+    if config.control:
+        lines.append(control_cost(config, n_stages))
     lines.append(f'  output: {plan.run_dir}' + (f'; push to {config.push_to_hub} if Δtransf > {config.push_min_delta}'
-                                                if config.push_to_hub else ''))
+                                                if config.push_to_hub else '')
+                 + (' and it beats the control' if config.push_beat_control and config.push_to_hub else ''))
     lines.append('dry run: all checks passed')
     return lines
