@@ -23,6 +23,7 @@ from timm_gkt.cli.boundary import EXIT_OK, guarded
 from timm_gkt.cli.config import TransferConfig, parse_args
 from timm_gkt.cli.decisions import control_cost
 from timm_gkt.cli.preflight import describe_plan, preflight, stage_count
+from timm_gkt.cli.selection import choose_teachers
 
 INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (with --experiment) or '
                '--resume CHECKPOINT')
@@ -33,6 +34,8 @@ def run(config: TransferConfig) -> int:
     from timm_gkt.transfer.control import run_control
     from timm_gkt.transfer.engine import measure_baseline, open_run_dir, order_stages, run_stages
     plan = preflight(config)  # everything that can fail fails here, before any compute
+    if config.auto_teachers:
+        plan = choose_teachers(plan)  # scans the pool on its selection split and says why (a dry run too)
     if config.dry_run:
         for line in describe_plan(plan):
             plan.say(line)

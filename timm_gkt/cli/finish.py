@@ -51,10 +51,17 @@ def report_and_publish(plan: Plan, ordered: list[str], transfer, control=None) -
     if control is not None:
         from .control import record_control
         record_control(plan, results, control)
+    if plan.selection is not None:
+        from .selection import record_selection
+        record_selection(plan.selection, results)
     write_export(plan, transfer, results, export_dir)
     # last: a run folder with results.json is finished (--resume auto starts afresh there)
     write_results(results, plan.config, run_dir)
     plan.say('\n' + format_table(results))
+    if plan.selection is not None:
+        from .selection import stage_lines
+        for line in stage_lines(results):
+            plan.say(line)
     code, decision = EXIT_OK, 'not pushed (no --push-to-hub)'
     target = push_target(plan.config)
     if target is not None:

@@ -145,7 +145,17 @@ def _add_refused_flags(g) -> None:
 
 
 def _add_transfer_flags(g) -> None:
-    g.add_argument('--teachers', default='', help='comma-separated teacher specs (short timm names resolve too)')
+    g.add_argument('--teachers', default='',
+                   help="comma-separated teacher specs (short timm names resolve too), or 'auto' to choose them from "
+                        '--teacher-pool')
+    g.add_argument('--teacher-pool', default='', metavar='SPECS',
+                   help='with --teachers auto: the candidate teachers (comma-separated specs), scanned on a selection '
+                        'split carved from the transfer data and ranked by predicted gain (ρpos without a predictor)')
+    g.add_argument('--max-teachers', type=int, default=3, metavar='K',
+                   help='with --teachers auto: at most this many teachers, in a sequential run')
+    g.add_argument('--selection-subset', type=int, default=5000, metavar='N',
+                   help='with --teachers auto: the selection split, a seeded class-stratified sample of N images of '
+                        'the transfer split (never the evaluation split)')
     g.add_argument('--control', default=None, choices=('ce',),
                    help='after the transfer, train the CE control (plain cross-entropy from the same student, data '
                         'order, seed and budget) and compare the two on the same images (paired McNemar): one more '

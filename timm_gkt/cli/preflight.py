@@ -45,6 +45,7 @@ class Plan:
     student_fingerprint: dict  # what a checkpoint of this run records about the initial student
     weights: list[WeightsCheck] = field(default_factory=list)
     cache: RunCache | None = None  # --teacher-cache, as the engine uses it
+    selection: dict | None = None  # --teachers auto: the choice (timm_gkt.cli.selection); the stages keep its order
 
     @property
     def method(self) -> Method:
@@ -67,13 +68,13 @@ def preflight(config: TransferConfig) -> Plan:
     check_flags(config)
     accelerator = create_accelerator(config)
     say = accelerator.print
-    for spec in (config.model, *config.teachers):  # short names were resolved when the flags were parsed
+    for spec in (config.model, *config.teacher_candidates):  # short names were resolved when the flags were parsed
         if spec.note:
             say(spec.note)
     run_dir, resume_from = resolve_run_dir(config)
     resume_state = check_checkpoint(resume_from) if resume_from is not None else None
     check_run_folder(run_dir)
-    for spec in (config.model, *config.teachers):
+    for spec in (config.model, *config.teacher_candidates):
         check_model_spec(spec)
     source = check_data(config)
     weights = check_weights(config)
@@ -83,8 +84,9 @@ def preflight(config: TransferConfig) -> Plan:
         check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
-    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts)
-    load_weights = not config.dry_run
+    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts),
+    # unless it must scan a teacher pool to print the choice
+    load_weights = not config.dry_run or config.auto_teachers
     student = load_model(config.model, pretrained=config.pretrained and load_weights,
                          checkpoint=(config.initial_checkpoint or None) if load_weights else None)
     fingerprint = student_fingerprint(student.model)
@@ -148,7 +150,7 @@ def create_accelerator(config: TransferConfig):
 def check_weights(config: TransferConfig) -> list[WeightsCheck]:
     """Every model's weights in the Hugging Face cache, a local folder or (one HEAD request each) on the Hub."""
     checks = [check_weights_available(config.model, pretrained=config.pretrained)]
-    return checks + [check_weights_available(t) for t in config.teachers]
+    return checks + [check_weights_available(t) for t in config.teacher_candidates]
 
 
 def check_fits_in_memory(num_images: int, input_size) -> None:
@@ -169,7 +171,7 @@ def push_target(config: TransferConfig) -> PushTarget | None:
 
 def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
     teachers = {}
-    for spec in config.teachers:
+    for spec in config.teacher_candidates:
         t = Teacher.load(spec, student, pretrained=pretrained)
         if t.label_perm is not None:
             say(f'note: teacher {t.name} orders its classes differently; its logits are mapped to the student\'s '
