@@ -149,3 +149,10 @@ def test_ci_job_that_does_not_beat_more_training_exits_4_and_creates_nothing(tmp
     assert '| control top-1 (more training, CE) |' in summary and '**vs more training:** -8.75 points' in summary
     assert '**Decision:** Not pushed: the student is no better than more training' in summary
     assert not any('repos/create' in c or 'commit' in c for c in hub.calls())
+
+
+def test_control_none_turns_off_the_control_of_a_config_file(tmp_path):
+    config = tmp_path / 'job.yaml'
+    config.write_text('model: resnet18\nteachers: [resnet34]\ncontrol: ce\n')
+    assert train.parse_args(['-c', str(config)]).control == 'ce'
+    assert train.parse_args(['-c', str(config), '--control', 'none']).control is None
