@@ -101,7 +101,7 @@ def test_upgrade_table_compares_every_candidate_with_the_backbone_by_hand(zoo_hu
         assert rows[repo].split()[1:6] == [claimed, f'{top1:.2f}', f'{100 * (gains - losses) / 2000:+.2f}', '(p',
                                            '=']
         assert f'(p = {pvalue_text(p)})' in rows[repo] and verdict in rows[repo]
-    assert 'kldp from q_cnn, gen 1' in rows['alice/q-better'] and '(p = 1)' in rows['alice/q-same']
+    assert 'KL + DP from q_cnn, gen 1' in rows['alice/q-better'] and '(p = 1)' in rows['alice/q-same']
     assert rows['bob/five-classes'].split()[1:3] == ['–', '–']
     assert 'not compared: another label space: 5 classes, the backbone 10' in rows['bob/five-classes']
     # nothing of the five-class model but its config was downloaded; nothing pulled without --pull

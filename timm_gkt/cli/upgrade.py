@@ -259,14 +259,14 @@ def format_upgrades(backbone: dict, rows: list[dict]) -> list[str]:
     part = '' if subset['sampling'] == 'all' else f" (a seeded subset of its {subset['of']})"
     lines = [f"backbone {backbone['repo_id']}: top-1 {backbone['top1']:.2f} on {backbone['eval_samples']} images of "
              f"{backbone['dataset']} {backbone['split']}{part}",
-             f"{'candidate':28s}{'claimed':>9s}{'here':>8s}  {'Δ vs backbone (McNemar p)':27s}{'verdict':28s}lineage"]
+             f"{'candidate':28s}{'claimed':>9s}{'here':>8s}  {'Δ vs backbone (McNemar p)':27s}{'verdict':29s}lineage"]
     for r in rows:
         if r['problem']:
             lines.append(f"{r['repo_id']:28s}{pct(r['claimed_top1']):>9s}{'–':>8s}  {'–':27s}not compared: "
                          f"{r['problem']}")
             continue
         delta = f"{r['delta']:+.2f} (p = {pvalue_text(r['p_value'])})"
-        lines.append(f"{r['repo_id']:28s}{pct(r['claimed_top1']):>9s}{r['top1']:8.2f}  {delta:27s}{r['verdict']:28s}"
+        lines.append(f"{r['repo_id']:28s}{pct(r['claimed_top1']):>9s}{r['top1']:8.2f}  {delta:27s}{r['verdict']:29s}"
                      f"{r['lineage']}")
     lines.append("claimed: the top-1 the candidate's card states (its model-index, on its own evaluation data); here: "
                  "on these images, every model through its own eval transform")

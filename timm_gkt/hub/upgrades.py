@@ -107,14 +107,19 @@ def label_space_problem(candidate: dict | None, backbone: dict | None) -> str | 
 
 
 def lineage_text(candidate: Candidate) -> str:
-    """The last generation of a timm_gkt lineage as a few words ('kldp from q_cnn, gen 2'); '–' for other models."""
+    """The last generation of a timm_gkt lineage in a few words ('KL + DP from q_cnn, gen 2'); '–' for other models."""
     lineage = candidate.lineage
     if not lineage:
         return '–'
     from ..models.spec import short_name
+    from ..transfer.methods import METHODS
     last = lineage[-1]
+    method = METHODS.get(last.get('method') or '')
+    generation = f"gen {last.get('generation', len(lineage))}"
+    if method is not None and not method.needs_teacher:  # a CE run lists teachers only for its flip metrics
+        return f'{method.title}, {generation}'
     teachers = ', '.join(short_name(t) for t in last.get('teachers') or []) or 'no teacher'
-    return f"{last.get('method') or '?'} from {teachers}, gen {last.get('generation', len(lineage))}"
+    return f"{method.title if method else last.get('method') or '?'} from {teachers}, {generation}"
 
 
 def pull(candidate: Candidate, folder: Path, endpoint: str | None = None, token=None) -> Path:
