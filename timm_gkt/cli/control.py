@@ -2,7 +2,7 @@
 control student in Hub layout under ``RUN_DIR/control/export`` (in the run folder, never in the pushed export).
 
 The control itself is trained by :mod:`timm_gkt.transfer.control`; the report lines that show it are
-:func:`timm_gkt.report.results.versus_control`'s.
+:func:`timm_gkt.report.results.versus_control_text`'s.
 """
 from __future__ import annotations
 

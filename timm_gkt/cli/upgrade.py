@@ -24,15 +24,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import BadInput, ModelSpecError, WeightsUnavailableError
+from ..errors import BadInput, ModelSpecError, UpgradeCandidatesError, WeightsUnavailableError
 from .boundary import EXIT_NOT_IMPROVED, EXIT_OK, guarded
 from .config import DEFAULT_DATA_DIR, DEFAULT_DATASET, check_dataset_named
 
 YARDSTICK, TEST = 'the backbone', 'paired McNemar against the backbone'
-
-
-class NoUpgradeCandidates(BadInput, LookupError):
-    """The Hub lists no model the backbone could be compared with."""
 
 
 def main(argv=None) -> int:
@@ -140,7 +136,7 @@ def screened_candidates(api, backbone_id: str, args) -> list:
     from ..hub.upgrades import find_candidates, label_space_problem, read_config
     candidates = find_candidates(api, backbone_id)
     if not candidates:
-        raise NoUpgradeCandidates(f'the Hub lists no model fine-tuned from {backbone_id} (no card names it as its '
+        raise UpgradeCandidatesError(f'the Hub lists no model fine-tuned from {backbone_id} (no card names it as its '
                                   f'base_model); there is nothing to compare it with, so check the id, or push an '
                                   f'upgrade with train.py --push-to-hub')
     backbone_config = read_config(backbone_id, None, args.endpoint)
@@ -182,7 +178,7 @@ def no_comparable_candidate(backbone_id: str, candidates: list) -> BadInput:
     if all('weights' in c.problem for c in candidates):
         return WeightsUnavailableError(f'{what("has no weights that load", "has weights that load")}; an upgrade '
                                        f'needs model.safetensors (or pytorch_model.bin) beside its config.json')
-    return NoUpgradeCandidates(f'{what("cannot be compared with it", "can be compared with it")}; an upgrade must be '
+    return UpgradeCandidatesError(f'{what("cannot be compared with it", "can be compared with it")}; an upgrade must be '
                                f'a timm model with weights that predicts the backbone\'s classes')
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from ..transfer.methods import METHODS
 from ..report.results import (
-    before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of, versus_control,
+    before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of, versus_control_text,
 )
 from ..models.spec import HF_HUB, parse_spec, short_name
 from .plots import GAIN_LOSS_PLOT, PER_CLASS_PLOT, PLOTS, PLOTS_DIR
@@ -296,7 +296,7 @@ def card_context(results: dict, repo_id: str | None = None, plots: Iterable[str]
         'knowledge_loss': f"{pct(results.get('knowledge_loss'))}%",
         'gains': results.get('gains', '–'), 'losses': results.get('losses', '–'),
         'p_value': pvalue_text(results.get('p_value')),
-        'versus_control': versus_control(results), 'control': _control(results),
+        'versus_control': versus_control_text(results), 'control': _control(results),
         'teacher_rows': [_teacher_row(t) for t in teachers],
         'plots': [{'path': f'{PLOTS_DIR}/{name}', 'title': PLOT_CAPTIONS[name][0], 'caption': PLOT_CAPTIONS[name][1]}
                   for name in plots],

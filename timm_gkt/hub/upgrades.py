@@ -10,7 +10,7 @@ one HEAD request. No weights are downloaded here, and nothing here imports torch
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelSpecError
@@ -30,7 +30,6 @@ class Candidate:
     claimed_on: str | None = None  # 'DATASET SPLIT' of the claimed top-1, as the card's model-index names them
     config: dict | None = None
     problem: str | None = None  # why it cannot be compared (set by the checks); None: it can
-    extra: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> str:

@@ -159,7 +159,7 @@ _CLI_LABELS = {'student top-1': 'student top-1', 'ρpos': '  ρpos, complementar
                CONTROL_ROW: CONTROL_ROW}
 
 
-def versus_control(results: dict) -> str | None:
+def versus_control_text(results: dict) -> str | None:
     """'+0.21 points (p = 0.004, paired McNemar ...): better than more training' for a run with ``--control``;
     every report shows it after 'vs more training:'."""
     versus = results.get('vs_control')
@@ -201,7 +201,7 @@ def format_table(results: dict) -> str:
                      + (f", routed {t['routed_share']:.1f}%" if t.get('routed_share') is not None else ''))
         lines += [line(r) for r in rows[1:] if r.teacher == t['name']]
     lines.append(f'result: {verdict_of(results).text}')
-    versus = versus_control(results)
+    versus = versus_control_text(results)
     return '\n'.join(lines + ([f'vs more training: {versus}'] if versus else []))
 
 
