@@ -181,6 +181,7 @@ def test_dry_run_prints_the_choice_without_training_and_says_when_it_ranks_by_rh
     assert 'left out: rank 2 of 2, after the --max-teachers 1 chosen' in out
     assert out.index('teachers chosen:') < out.index('plan: ') and 'dry run: all checks passed' in out
     assert f'  teacher {best}: input' in out  # the plan is the chosen run
+    assert '  stages: 1 (single; order: chosen above by --teachers auto)' in out
 
 
 @pytest.mark.parametrize('extra, words', [

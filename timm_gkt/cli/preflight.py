@@ -209,10 +209,11 @@ def describe_plan(plan: Plan) -> list[str]:
         lines.append(f'  teacher {t.name}: input {t.preprocessing.input_size}, {t.num_classes} classes, '
                      f'{count_parameters(t.model) / 1e6:.2f} M params')
     n_stages = stage_count(plan)
+    order = 'chosen above by --teachers auto' if plan.selection else \
+        f'{config.teacher_order} teacher top-1, measured before training'
     lines.append(f'  stages: {n_stages} '
-                 f'({config.multi or "single"}; order: {config.teacher_order} teacher top-1, measured before '
-                 f'training), {config.epochs} epoch(s) each, {global_batch(plan)}, lr {config.learning_rate} '
-                 f'(absolute: not scaled by the batch)')
+                 f'({config.multi or "single"}; order: {order}), {config.epochs} epoch(s) each, {global_batch(plan)}, '
+                 f'lr {config.learning_rate} (absolute: not scaled by the batch)')
     lines += plan.data.describe()
     lines += [f'  weights of {w.spec.name}: {_WHERE[w.where]}' for w in plan.weights]
     if config.control:
