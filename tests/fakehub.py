@@ -3,8 +3,9 @@
 ``FakeHub`` is a ``ThreadingHTTPServer`` on 127.0.0.1 (port 0, served from a thread)
 that speaks the subset of the Hub protocol huggingface_hub 2.x uses for: whoami,
 auth-check, create_repo, validate-yaml, preupload, commit, branch creation, pull
-requests, refs, revision info and ``resolve`` (HEAD for metadata / ``file_exists``,
-GET for downloads). Every file is answered ``uploadMode: regular`` at preupload, so
+requests, refs, revision info, a revision's file tree, the model listing (``list_models`` with the filters the client sends: tags such
+as ``base_model:finetune:ORG/NAME``, which the Hub derives from each card's front matter) and ``resolve`` (HEAD
+for metadata / ``file_exists``, GET for downloads). Every file is answered ``uploadMode: regular`` at preupload, so
 commits carry contents inline (base64 in the NDJSON body) and no LFS/Xet storage is
 needed.
 
@@ -118,6 +119,8 @@ ROUTES: list[tuple[str, tuple[str, ...], re.Pattern]] = [
     ('create_discussion', ('POST',), re.compile(rf'^/api/models/{_REPO}/discussions$')),
     ('discussion', ('GET',), re.compile(rf'^/api/models/{_REPO}/discussions/(?P<num>\d+)$')),
     ('model_info', ('GET',), re.compile(rf'^/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?$')),
+    ('list_models', ('GET',), re.compile(r'^/api/models$')),
+    ('tree', ('GET',), re.compile(rf'^/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$')),
     ('resolve', ('GET', 'HEAD'), re.compile(rf'^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$')),
 ]
 
@@ -400,10 +403,57 @@ class FakeHub:
         oid = repo.resolve(params.get('rev') or 'main')
         if oid is None:
             raise HubError(404, 'Revision not found', 'RevisionNotFound')
+        meta = card_metadata(repo.commits[oid].get('README.md'))
         return 200, {}, {
             'id': repo.repo_id, 'modelId': repo.repo_id, 'sha': oid, 'private': repo.private,
-            'siblings': [{'rfilename': p} for p in sorted(repo.commits[oid])],
+            'siblings': [{'rfilename': p} for p in sorted(repo.commits[oid])], 'tags': hub_tags(meta),
+            'cardData': meta or None,
         }
+
+    # the query parameters HfApi.list_models sends (huggingface_hub 2.x); any other is a protocol change to notice
+    LIST_PARAMS = frozenset({'filter', 'author', 'search', 'limit', 'full', 'cardData', 'config', 'expand', 'sort',
+                             'direction', 'pipeline_tag'})
+
+    def _route_list_models(self, req, params, base_url):
+        unknown = sorted(set(req.query) - self.LIST_PARAMS)
+        if unknown:
+            self.unknown_routes.append(f'GET /api/models?{"&".join(unknown)}')
+            raise HubError(400, f'fakehub does not filter by {", ".join(unknown)}')
+        account = self._account(req, required=False)
+        wanted, flag = req.query.get('filter', []), (lambda name: req.query.get(name) in (['True'], ['true'], ['1']))
+        author, search = (req.query.get('author') or [None])[0], (req.query.get('search') or [''])[0]
+        found = []
+        for repo in sorted(self.repos.values(), key=lambda r: r.repo_id):
+            if repo.private and not (account and account.may_read(repo.namespace)):
+                continue
+            oid = repo.refs['main']
+            meta = card_metadata(repo.commits[oid].get('README.md'))
+            tags = hub_tags(meta)
+            if not all(f in tags for f in wanted) or (author and repo.namespace != author) or search not in repo.repo_id:
+                continue
+            item = {'_id': oid[:24], 'id': repo.repo_id, 'modelId': repo.repo_id, 'author': repo.namespace, 'sha': oid,
+                    'private': repo.private, 'tags': tags, 'library_name': meta.get('library_name'),
+                    'pipeline_tag': meta.get('pipeline_tag'), 'lastModified': '2026-01-01T00:00:00.000Z'}
+            if flag('full'):
+                item['siblings'] = [{'rfilename': p} for p in sorted(repo.commits[oid])]
+            if flag('cardData') or flag('full'):
+                item['cardData'] = meta or None
+            found.append(item)
+        limit = int((req.query.get('limit') or [len(found)])[0])
+        return 200, {}, found[:limit]
+
+    def _route_tree(self, req, params, base_url):
+        """The files of a revision (``list_repo_tree``, which ``snapshot_download`` asks before downloading)."""
+        repo = self._repo(params['repo'], self._account(req, required=False))
+        oid = repo.resolve(params['rev'])
+        if oid is None:
+            raise HubError(404, 'Revision not found', 'RevisionNotFound')
+        prefix = (params.get('path') or '').strip('/')
+        files = sorted(p for p in repo.commits[oid] if not prefix or p.startswith(prefix + '/'))
+        if req.query.get('recursive') not in (['True'], ['true'], ['1']):
+            raise HubError(400, 'fakehub lists whole trees only (recursive=True)')
+        return 200, {}, [{'type': 'file', 'oid': git_blob_oid(repo.commits[oid][p]),
+                          'size': len(repo.commits[oid][p]), 'path': p} for p in files]
 
     def _route_resolve(self, req, params, base_url):
         repo = self._repo(params['repo'], self._account(req, required=False))
@@ -416,6 +466,30 @@ class FakeHub:
         headers = {'ETag': f'"{git_blob_oid(content)}"', 'X-Repo-Commit': oid,
                    'Content-Type': 'application/octet-stream'}
         return 200, headers, content
+
+
+def card_metadata(readme: bytes | None) -> dict:
+    """The YAML front matter of a README.md ({} without a card or front matter), as the Hub parses it."""
+    if not readme:
+        return {}
+    match = re.match(r'^---\r?\n(.*?)\r?\n---\r?\n', readme.decode('utf-8', 'replace'), re.S)
+    meta = yaml.safe_load(match.group(1)) if match else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def hub_tags(meta: dict) -> list[str]:
+    """The tags the Hub lists a model under: its card's tags, library, license and datasets, and its place in the
+    model tree (``base_model:ID`` and ``base_model:RELATION:ID``; several base models without a relation: a merge)."""
+    tags = list(meta.get('tags') or [])
+    tags += [meta[k] for k in ('library_name',) if meta.get(k)]
+    tags += [f'license:{meta["license"]}'] if meta.get('license') else []
+    tags += [f'dataset:{d}' for d in meta.get('datasets') or []]
+    bases = meta.get('base_model') or []
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    relation = meta.get('base_model_relation') or ('merge' if len(bases) > 1 else 'finetune')
+    for base in bases:
+        tags += [f'base_model:{base}', f'base_model:{relation}:{base}']
+    return tags
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -197,3 +197,20 @@ def test_card_and_model_index_say_when_the_top1_is_on_a_subset(tmp_path):
 ])
 def test_hub_dataset_is_an_id_only_for_hub_data(spec, expected):
     assert gkt_hub.hub_dataset(spec) == expected
+
+
+def test_card_has_a_row_for_the_control_and_says_how_the_student_compares_with_more_training(tmp_path):
+    from huggingface_hub import ModelCard
+    from test_results import control_results
+    card = ModelCard.load(gkt_hub.write_card(control_results(), tmp_path, 'alice/vit_a-gkt'))
+    assert '| control top-1 (more training, CE) | 85.10 | 86.02 | +0.92 |' in card.text
+    assert ('- Against more training (the control row: the same student trained further with plain cross-entropy and '
+            'no teacher, from the same start, on the same data in the same order with the same seed and budget '
+            '(1 stage of 2 epoch(s))): -0.42 points (p = 0.001, paired McNemar between the transferred and the '
+            'control student): worse than more training.') in card.text
+    metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert metrics['accuracy'] == 85.6  # the model's own score stays the transferred student's
+    assert (metrics['accuracy_control'], metrics['delta_vs_control'], metrics['mcnemar_p_value_vs_control']) == \
+        (86.02, -0.42, 0.001)
+    plain = ModelCard.load(gkt_hub.write_card(make_results(), tmp_path / 'plain'))
+    assert 'more training' not in plain.text and 'accuracy_control' not in str(plain.data)

@@ -7,6 +7,7 @@ subprocess with HF_ENDPOINT/HF_HOME set before import and timm_gkt made unimport
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -291,3 +292,41 @@ def test_push_target_retry_command_names_every_option():
     target = gkt_hub.PushTarget('gkt-lab/x', private=True, revision='gen 2', endpoint='http://127.0.0.1:9')
     assert target.retry_command('/runs/a b') == ("python -m timm_gkt.push '/runs/a b' gkt-lab/x --private "
                                                  "--revision 'gen 2' --endpoint http://127.0.0.1:9")
+
+
+# ----------------------------------------------------------------------------- the control requirement
+
+@pytest.mark.parametrize('vs_control, expected, words', [
+    ({'delta': 0.21, 'p_value': 0.004}, True, ['better than more training: +0.21 points', 'p = 0.004']),
+    ({'delta': 0.21, 'p_value': 0.0501}, False, ['no better than more training: +0.21 points', 'p = 0.0501']),
+    ({'delta': -0.42, 'p_value': 0.001}, False, ['no better than more training: -0.42 points']),
+    ({'delta': 0.0, 'p_value': 1.0}, False, ['no better than more training: +0.00 points']),
+    (None, False, ['trained no CE control', '--control ce']),
+])
+def test_control_gate_asks_for_a_significant_gain_over_more_training(vs_control, expected, words):
+    ok, reason = gkt_hub.control_gate(make_results(vs_control=vs_control))
+    assert ok is expected and reason.endswith('.') and '\n' not in reason
+    assert reason.startswith('The student is better' if expected else 'Not pushed: ')
+    for w in words:
+        assert w in reason
+
+
+def test_publish_says_which_requirement_failed(hf_env, fakehub, tmp_path, model):
+    """3: not better than the start; 4: better than the start but not than more training; both: nothing sent."""
+    from timm_gkt.hub.publish import publish
+    target = gkt_hub.PushTarget('alice/vit_a-gkt', endpoint=fakehub.url, beat_control=True)
+    not_better = {'delta': -0.1, 'p_value': 0.6}
+    worse = make_run(tmp_path / 'worse', make_results(top1_after=84.9, transfer_delta=-0.2, vs_control=not_better),
+                     model)
+    assert publish(worse, target).code == gkt_hub.EXIT_NOT_IMPROVED == 3
+    run = make_run(tmp_path / 'run', make_results(vs_control=not_better), model)
+    outcome = publish(run, target)
+    assert outcome.code == gkt_hub.EXIT_NOT_BETTER_THAN_CONTROL == 4 and outcome.url is None
+    assert outcome.message == ('Not pushed: the student is no better than more training: -0.10 points against the '
+                               'CE control on the same images (paired McNemar p = 0.6).')
+    assert fakehub.requests == []
+    # without the switch the same run is pushed: the requirement is the user's choice
+    assert publish(run, dataclasses.replace(target, beat_control=False)).code == gkt_hub.EXIT_PUSHED
+    assert publish(run, target, force=True).code == gkt_hub.EXIT_PUSHED
+    better = make_run(tmp_path / 'better', make_results(vs_control={'delta': 0.3, 'p_value': 0.01}), model)
+    assert publish(better, dataclasses.replace(target, repo_id='alice/better')).code == gkt_hub.EXIT_PUSHED

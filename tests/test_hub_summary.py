@@ -31,3 +31,12 @@ def test_step_summary_never_calls_a_non_significant_gain_an_improvement():
     text = gkt_hub.step_summary(make_results(p_value=0.24, transfer_delta=0.18, top1_after=85.28), 'not pushed')
     assert '**Verdict:** no significant change: +0.18 points (p = 0.24, one image = 0.01).' in text
     assert 'improved' not in text
+
+
+def test_step_summary_carries_the_control_row_and_the_comparison_with_more_training():
+    from test_results import control_results
+    text = gkt_hub.step_summary(control_results(), 'Not pushed: the student is no better than more training')
+    assert '| control top-1 (more training, CE) | 85.10 | 86.02 | +0.92 |' in text
+    assert ('**vs more training:** -0.42 points (p = 0.001, paired McNemar between the transferred and the control '
+            'student): worse than more training.') in text
+    assert 'more training' not in gkt_hub.step_summary(make_results(), 'pushed')

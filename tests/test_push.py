@@ -67,3 +67,13 @@ def test_cli_as_module_in_a_subprocess(fakehub, tmp_path, model):
     assert '**Decision:** Not pushed: Δtransf = -0.20' in summary and '**Decision:** Pushed' in summary
     assert_no_token_anywhere(good, worse, tmp_path / 'hf_home', hub=fakehub,
                              text=refused.stdout + refused.stderr + pushed.stdout + pushed.stderr + summary)
+
+
+def test_cli_beat_control_exits_4_when_the_student_is_no_better_than_more_training(hf_env, fakehub, tmp_path, model,
+                                                                                    capsys):
+    run = make_run(tmp_path / 'run', make_results(vs_control={'delta': 0.05, 'p_value': 0.7}), model)
+    url = ['--endpoint', fakehub.url]
+    assert gkt_push.main([str(run), 'alice/run', '--beat-control', *url]) == gkt_hub.EXIT_NOT_BETTER_THAN_CONTROL == 4
+    assert 'Not pushed: the student is no better than more training: +0.05 points' in capsys.readouterr().err
+    assert fakehub.requests == []
+    assert gkt_push.main([str(run), 'alice/run', *url]) == gkt_hub.EXIT_PUSHED

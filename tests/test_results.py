@@ -102,3 +102,41 @@ def test_routed_shares_take_the_last_epoch_of_each_teachers_stage():
     shares = routed_shares(history)
     assert shares['a'] == {'routed_share': 30.0, 'routed_pos_flips': 75.0, 'routed_neg_flips': 25.0}
     assert shares['b'] == {'routed_share': 20.0, 'routed_pos_flips': None, 'routed_neg_flips': None}
+
+
+@pytest.mark.parametrize('delta, p, word, text', [
+    (0.21, 0.004, 'better than more training',
+     '+0.21 points (p = 0.004, paired McNemar): better than more training'),
+    (-0.42, 0.001, 'worse than more training',
+     '-0.42 points (p = 0.001, paired McNemar): worse than more training'),
+    # not significant either way: never "better" or "worse", and a loss is not called "worse"
+    (0.30, 0.0501, 'no better than more training',
+     '+0.30 points (p = 0.05, paired McNemar): no better than more training'),
+    (-0.30, 0.2, 'no better than more training',
+     '-0.30 points (p = 0.2, paired McNemar): no better than more training'),
+    (0.0, 0.01, 'no better than more training', '+0.00 points (p = 0.01, paired McNemar): no better than more training'),
+    (None, 0.01, 'no result', 'no result: nothing was compared with more training'),
+])
+def test_comparison_verdict_says_better_or_worse_only_when_significant(delta, p, word, text):
+    from timm_gkt.report.results import comparison_verdict
+    assert comparison_verdict(delta, p, 'more training', 'paired McNemar') == Verdict(word, text)
+
+
+def control_results(delta=-0.42, p=0.001, gains=20, losses=62):
+    from timm_gkt.report.results import CONTROL_TEST, comparison_verdict
+    from dataclasses import asdict
+    return make_results(
+        control={'method': 'ce', 'stages': 1, 'epochs_per_stage': 2, 'top1': 86.02, 'transfer_delta': 0.92},
+        vs_control={'delta': delta, 'gains': gains, 'losses': losses, 'p_value': p, 'eval_samples': 10000,
+                    'verdict': asdict(comparison_verdict(delta, p, 'more training', CONTROL_TEST))})
+
+
+def test_cli_table_shows_the_control_row_and_the_paired_comparison_after_the_transfer_lines():
+    plain = format_table(make_results()).splitlines()
+    lines = format_table(control_results()).splitlines()
+    # the transfer's own lines are unchanged; the control adds its row and one line at the end
+    assert [line for line in lines if 'control' not in line and 'more training' not in line] == plain
+    assert lines[4] == f"{'control top-1 (more training, CE)':34s}    85.10    86.02    +0.92"
+    assert lines[-1] == ('vs more training: -0.42 points (p = 0.001, paired McNemar between the transferred and the '
+                         'control student): worse than more training')
+    assert before_after_rows(control_results())[1] == Row('control top-1 (more training, CE)', None, 85.1, 86.02, 0.92)

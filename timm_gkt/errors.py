@@ -58,6 +58,10 @@ class CacheError(BadInput, ValueError):
     """A teacher cache that cannot serve this run (bad storage format, a folder that cannot be written)."""
 
 
+class UpgradeCandidatesError(BadInput, LookupError):
+    """``upgrade`` finds no Hub model the backbone could be compared with (none listed, none of them usable)."""
+
+
 class PushAccessError(BadInput, RuntimeError):
     """The token is missing or may not write to the repository: fail before any training."""
 

@@ -21,7 +21,9 @@ if __package__ in (None, ''):  # run as a file: accelerate launch timm_gkt/train
 
 from timm_gkt.cli.boundary import EXIT_OK, guarded
 from timm_gkt.cli.config import TransferConfig, parse_args
-from timm_gkt.cli.preflight import describe_plan, preflight
+from timm_gkt.cli.decisions import control_cost
+from timm_gkt.cli.preflight import describe_plan, preflight, stage_count
+from timm_gkt.cli.selection import choose_teachers
 
 INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (with --experiment) or '
                '--resume CHECKPOINT')
@@ -29,19 +31,25 @@ INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (wit
 
 def run(config: TransferConfig) -> int:
     from timm_gkt.cli.finish import report_and_publish
+    from timm_gkt.transfer.control import run_control
     from timm_gkt.transfer.engine import measure_baseline, open_run_dir, order_stages, run_stages
     plan = preflight(config)  # everything that can fail fails here, before any compute
+    if config.auto_teachers:
+        plan = choose_teachers(plan)  # scans the pool on its selection split and says why (a dry run too)
     if config.dry_run:
         for line in describe_plan(plan):
             plan.say(line)
         return EXIT_OK
+    if config.control:  # its cost, before it is spent
+        plan.say(control_cost(config, stage_count(plan)).strip())
     open_run_dir(plan)
     baseline = measure_baseline(plan)
     ordered, stages = order_stages(plan, baseline)
     transfer = run_stages(plan, baseline, stages)
+    control = run_control(plan, baseline, transfer, stages) if config.control else None
     code = EXIT_OK
     if plan.accelerator.is_main_process:
-        code = report_and_publish(plan, ordered, transfer)
+        code = report_and_publish(plan, ordered, transfer, control)
     plan.accelerator.wait_for_everyone()
     plan.accelerator.end_training()
     return code

@@ -73,8 +73,7 @@ def predictor_rows() -> list[dict]:
 def refit(alpha: float = 1.0) -> dict:
     """Leave-one-student-out Spearman of the scan features and of the scan features + the student's CE Δ, on the
     first zoo, on the converged zoo's pairs and pooled over every pair."""
-    from timm_gkt.evaluation import leave_one_student_out
-    from timm_gkt.evaluation.predictor import FEATURES
+    from timm_gkt.evaluation import FEATURES, leave_one_student_out
     rows = predictor_rows()
     groups = {'first zoo': [r for r in rows if r['zoo'] == 'first'],
               'converged zoo': [r for r in rows if r['zoo'] == 'converged'], 'pooled': rows}

@@ -1,7 +1,8 @@
 """The error boundary of every command: whatever happens, one ``error:`` line and an exit code, never a traceback.
 
 Bad input (:class:`~timm_gkt.errors.BadInput`, refused before any compute) exits 2, a run that failed
-(:class:`~timm_gkt.errors.TrainingFailed`) 1, Ctrl-C 130, anything unexpected 1 with a request to rerun with
+(:class:`~timm_gkt.errors.TrainingFailed`) 1, Ctrl-C 130 (a gate that refused a push: 3, or 4 for the
+requirement to beat the CE control), anything unexpected 1 with a request to rerun with
 ``--debug`` (or ``TIMM_GKT_DEBUG=1``), which prints the traceback as well. Usage errors are argparse's: one line,
 exit 2.
 """
@@ -18,7 +19,8 @@ DEBUG_ENV = 'TIMM_GKT_DEBUG'
 EXIT_OK = 0
 EXIT_ERROR = 1  # failed during the run (non-finite loss, export or push failure, anything unexpected)
 EXIT_BAD_INPUT = 2  # refused before any compute
-EXIT_NOT_IMPROVED = 3  # finished, but the gate refused the push
+EXIT_NOT_IMPROVED = 3  # finished, but the gate refused the push: not better than the start
+EXIT_NOT_BETTER_THAN_CONTROL = 4  # finished, better than the start but not than more training (--push-beat-control)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 

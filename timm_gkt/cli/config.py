@@ -22,6 +22,7 @@ from .flags import (  # noqa: F401  (re-exported for the modules that read defau
 from ..transfer.methods import DEFAULT_METHOD, METHODS, Method, get_method, methods_using
 from ..models.spec import ModelSpec, resolve_spec
 from ..errors import ConfigError
+from .decisions import AUTO_TEACHERS, check_decision_flags, resolve_teachers, teacher_specs  # noqa: F401
 
 
 
@@ -89,6 +90,10 @@ class TransferConfig:
     teacher_cache: str | None = None
     teacher_cache_storage: str = 'float32'
     dry_run: bool = False
+    control: str | None = None  # the user's decisions (cli.decisions): the CE control, teachers from a pool
+    teacher_pool: tuple[ModelSpec, ...] = ()  # --teachers auto
+    max_teachers: int = 3
+    selection_subset: int = 5000
     # hub
     push_to_hub: str | None = None
     hub_private: bool = False
@@ -96,6 +101,7 @@ class TransferConfig:
     hub_create_pr: bool = False
     push_min_delta: float = 0.0
     push_max_pvalue: float | None = None
+    push_beat_control: bool = False
     # misc
     amp: bool = False
     amp_dtype: str = 'bfloat16'
@@ -111,7 +117,7 @@ class TransferConfig:
         values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
         # resolved once, here (the paper's short names included): the ModelSpec travels from here to the loss
         values['model'] = resolve_spec(ns.model)
-        values['teachers'] = tuple(resolve_spec(t) for t in teacher_specs(ns.teachers, ns.transfer_teacher))
+        values['teachers'], values['teacher_pool'] = resolve_teachers(ns)  # --teachers auto: (), the pool
         values['scale'], values['ratio'] = tuple(ns.scale), tuple(ns.ratio)
         values['dataset'] = DEFAULT_DATASET if ns.dataset is None else ns.dataset
         values['data_dir'] = DEFAULT_DATA_DIR if ns.data_dir is None else str(ns.data_dir)
@@ -128,6 +134,15 @@ class TransferConfig:
     def multi(self) -> str | None:
         """The multi-teacher mode, or None with a single teacher."""
         return self.multi_teacher if len(self.teachers) > 1 else None
+
+    @property
+    def auto_teachers(self) -> bool:  # --teachers auto (parse_args refuses a pool without it)
+        return bool(self.teacher_pool)
+
+    @property
+    def teacher_candidates(self) -> tuple[ModelSpec, ...]:
+        """The teachers preflight checks and loads: those given, or with ``--teachers auto`` the whole pool."""
+        return self.teacher_pool or self.teachers
 
     @property
     def learning_rate(self) -> float:
@@ -162,17 +177,12 @@ class TransferConfig:
             value = getattr(self, f.name)
             if f.name == 'model':
                 value = value.text
-            elif f.name == 'teachers':
-                value = [t.text for t in value]
+            elif f.name in ('teachers', 'teacher_pool'):  # auto stays auto: the run's choice is in results.json
+                value = AUTO_TEACHERS if f.name == 'teachers' and self.auto_teachers else [t.text for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
         return out
-
-
-def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
-    specs = [t.strip() for t in (teachers or '').split(',') if t.strip()] + list(transfer_teacher)
-    return list(dict.fromkeys(specs))  # keep order, drop repeats
 
 
 def parse_args(argv=None) -> TransferConfig:
@@ -281,8 +291,9 @@ def check_values(config: TransferConfig) -> None:
 def check_flags(config: TransferConfig) -> None:
     """Flag values and combinations that cannot work, refused before anything is loaded (ConfigError, one sentence)."""
     check_values(config)
+    check_decision_flags(config)
     method = config.method
-    if method.needs_teacher and not config.teachers:
+    if method.needs_teacher and not (config.teachers or config.auto_teachers):
         raise ConfigError(f'--transfer-method {method.name} needs a teacher: add --teachers SPEC[,SPEC...].')
     if config.multi == 'parallel' and not method.routes_samples:
         routers = [m for m in METHODS.values() if m.routes_samples]

@@ -52,7 +52,7 @@ def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
     if _written_before_dp_options(keys.used):
         keys.used.pop('xe_weight')
     for key, value in keys.used.items():
-        if key == 'teachers' and isinstance(value, list):
+        if key in ('teachers', 'teacher_pool') and isinstance(value, list):
             value = ','.join(value)
         out[key] = _typed_config_value(actions[key], value, path) if key in actions else value
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExportFailed
-from .boundary import EXIT_ERROR, EXIT_NOT_IMPROVED, EXIT_OK
+from .boundary import EXIT_ERROR, EXIT_NOT_BETTER_THAN_CONTROL, EXIT_NOT_IMPROVED, EXIT_OK
 from .preflight import Plan, push_target
 
 
@@ -35,24 +35,41 @@ def write_export(plan: Plan, transfer, results: dict, export_dir: Path) -> None:
                            ) from None
 
 
-def report_and_publish(plan: Plan, ordered: list[str], transfer) -> int:
-    """The export, results.json, the table, the card; then the push when asked and allowed. Main process only."""
-    from ..hub import EXIT_ERROR as PUSH_FAILED, EXIT_NOT_IMPROVED as REFUSED, write_step_summary
+def report_and_publish(plan: Plan, ordered: list[str], transfer, control=None) -> int:
+    """The export, results.json, the table, the card; then the push when asked and allowed. Main process only.
+
+    ``control`` is the CE control of ``--control ce`` (:class:`~timm_gkt.transfer.control.Control`), or None.
+    """
+    from ..hub import (
+        EXIT_ERROR as PUSH_FAILED, EXIT_NOT_BETTER_THAN_CONTROL as NOT_BETTER, EXIT_NOT_IMPROVED as REFUSED,
+        write_step_summary,
+    )
     from ..hub.publish import publish
     from ..report.results import build_results, format_table, write_results
     run_dir, export_dir = plan.run_dir, plan.run_dir / 'export'
     results = build_results(plan, ordered, transfer.metrics, transfer.history, transfer.derived)
+    if control is not None:
+        from .control import record_control
+        record_control(plan, results, control)
+    if plan.selection is not None:
+        from .selection import record_selection
+        record_selection(plan.selection, results)
     write_export(plan, transfer, results, export_dir)
     # last: a run folder with results.json is finished (--resume auto starts afresh there)
     write_results(results, plan.config, run_dir)
     plan.say('\n' + format_table(results))
+    if plan.selection is not None:
+        from .selection import stage_lines
+        for line in stage_lines(results):
+            plan.say(line)
     code, decision = EXIT_OK, 'not pushed (no --push-to-hub)'
     target = push_target(plan.config)
     if target is not None:
         outcome = publish(run_dir, target, results, check_access=False)  # access was checked in preflight
         decision = outcome.message
-        if outcome.code == REFUSED:
-            code = EXIT_NOT_IMPROVED
+        refusals = {REFUSED: EXIT_NOT_IMPROVED, NOT_BETTER: EXIT_NOT_BETTER_THAN_CONTROL}
+        if outcome.code in refusals:
+            code = refusals[outcome.code]
         elif outcome.code == PUSH_FAILED:
             code, decision = EXIT_ERROR, f'push failed: {outcome.message}'
             plan.say(f'error: {outcome.message}')

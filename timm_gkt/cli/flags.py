@@ -91,6 +91,10 @@ def _add_hub_flags(g) -> None:
     g.add_argument('--push-min-delta', type=float, default=0.0, help='push only if Δtransf exceeds this (points)')
     g.add_argument('--push-max-pvalue', type=float, default=None,
                    help='push only if McNemar p is at most this (default: no p-value gate)')
+    g.add_argument('--push-beat-control', action='store_true',
+                   help='push only if the student is significantly better than the CE control (paired McNemar p < '
+                        '0.05; needs --control ce); a student better than its start but not than more training '
+                        'exits 4, not 3')
 
 
 def _add_misc_flags(g) -> None:
@@ -140,8 +144,30 @@ def _add_refused_flags(g) -> None:
     g.add_argument('--model-ema', action='store_true', help='refused: timm\'s weight EMA (see README)')
 
 
+def control_choice(value: str) -> str | None:
+    """``--control``: 'ce', or 'none' (None), so that a command line can turn off the control of a ``-c`` config."""
+    if value not in ('ce', 'none'):
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from 'ce', 'none')")
+    return None if value == 'none' else value
+
+
 def _add_transfer_flags(g) -> None:
-    g.add_argument('--teachers', default='', help='comma-separated teacher specs (short timm names resolve too)')
+    g.add_argument('--teachers', default='',
+                   help="comma-separated teacher specs (short timm names resolve too), or 'auto' to choose them from "
+                        '--teacher-pool')
+    g.add_argument('--teacher-pool', default='', metavar='SPECS',
+                   help='with --teachers auto: the candidate teachers (comma-separated specs), scanned on a selection '
+                        'split carved from the transfer data and ranked by predicted gain (ρpos without a predictor)')
+    g.add_argument('--max-teachers', type=int, default=3, metavar='K',
+                   help='with --teachers auto: at most this many teachers, in a sequential run')
+    g.add_argument('--selection-subset', type=int, default=5000, metavar='N',
+                   help='with --teachers auto: the selection split, a seeded class-stratified sample of N images of '
+                        'the transfer split (never the evaluation split)')
+    g.add_argument('--control', default=None, type=control_choice, metavar='{ce,none}',
+                   help='after the transfer, train the CE control (plain cross-entropy from the same student, data '
+                        'order, seed and budget) and compare the two on the same images (paired McNemar): one more '
+                        'training run, which the teacher cache does not shorten; none turns off a -c config\'s '
+                        'control (default: none)')
     g.add_argument('--transfer-teacher', action='append', default=[], metavar='SPEC', help='one teacher (repeatable)')
     g.add_argument('--transfer-method', default=DEFAULT_METHOD, choices=list(METHODS),
                    help='; '.join(f'{m.name}: {m.title}' for m in METHODS.values()))

@@ -28,6 +28,7 @@ from ..transfer.methods import Method
 from ..transfer.rundir import check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint
 from ..transfer.stages import batches_per_process, plan_stages, updates_per_epoch
 from .config import TransferConfig, check_flags, flag_name
+from .decisions import control_cost
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Plan:
     student_fingerprint: dict  # what a checkpoint of this run records about the initial student
     weights: list[WeightsCheck] = field(default_factory=list)
     cache: RunCache | None = None  # --teacher-cache, as the engine uses it
+    selection: dict | None = None  # --teachers auto: the choice (timm_gkt.cli.selection); the stages keep its order
 
     @property
     def method(self) -> Method:
@@ -66,13 +68,13 @@ def preflight(config: TransferConfig) -> Plan:
     check_flags(config)
     accelerator = create_accelerator(config)
     say = accelerator.print
-    for spec in (config.model, *config.teachers):  # short names were resolved when the flags were parsed
+    for spec in (config.model, *config.teacher_candidates):  # short names were resolved when the flags were parsed
         if spec.note:
             say(spec.note)
     run_dir, resume_from = resolve_run_dir(config)
     resume_state = check_checkpoint(resume_from) if resume_from is not None else None
     check_run_folder(run_dir)
-    for spec in (config.model, *config.teachers):
+    for spec in (config.model, *config.teacher_candidates):
         check_model_spec(spec)
     source = check_data(config)
     weights = check_weights(config)
@@ -82,8 +84,9 @@ def preflight(config: TransferConfig) -> Plan:
         check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
-    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts)
-    load_weights = not config.dry_run
+    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts),
+    # unless it must scan a teacher pool to print the choice
+    load_weights = not config.dry_run or config.auto_teachers
     student = load_model(config.model, pretrained=config.pretrained and load_weights,
                          checkpoint=(config.initial_checkpoint or None) if load_weights else None)
     fingerprint = student_fingerprint(student.model)
@@ -147,7 +150,7 @@ def create_accelerator(config: TransferConfig):
 def check_weights(config: TransferConfig) -> list[WeightsCheck]:
     """Every model's weights in the Hugging Face cache, a local folder or (one HEAD request each) on the Hub."""
     checks = [check_weights_available(config.model, pretrained=config.pretrained)]
-    return checks + [check_weights_available(t) for t in config.teachers]
+    return checks + [check_weights_available(t) for t in config.teacher_candidates]
 
 
 def check_fits_in_memory(num_images: int, input_size) -> None:
@@ -163,12 +166,12 @@ def push_target(config: TransferConfig) -> PushTarget | None:
         return None
     return PushTarget(config.push_to_hub, private=config.hub_private, revision=config.hub_revision,
                       create_pr=config.hub_create_pr, min_delta=config.push_min_delta,
-                      max_p_value=config.push_max_pvalue)
+                      max_p_value=config.push_max_pvalue, beat_control=config.push_beat_control)
 
 
 def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
     teachers = {}
-    for spec in config.teachers:
+    for spec in config.teacher_candidates:
         t = Teacher.load(spec, student, pretrained=pretrained)
         if t.label_perm is not None:
             say(f'note: teacher {t.name} orders its classes differently; its logits are mapped to the student\'s '
@@ -192,6 +195,10 @@ def global_batch(plan: Plan) -> str:
     return f'batch {total}' + (f' ({" x ".join(parts)})' if len(parts) > 1 else '')
 
 
+def stage_count(plan: Plan) -> int:
+    return len(plan_stages(list(plan.teachers), plan.config.multi, plan.method.needs_teacher))
+
+
 def describe_plan(plan: Plan) -> list[str]:
     """What a dry run prints: the checks passed and what the run would do."""
     config, student = plan.config, plan.student
@@ -201,14 +208,18 @@ def describe_plan(plan: Plan) -> list[str]:
     for t in plan.teachers.values():
         lines.append(f'  teacher {t.name}: input {t.preprocessing.input_size}, {t.num_classes} classes, '
                      f'{count_parameters(t.model) / 1e6:.2f} M params')
-    n_stages = len(plan_stages(list(plan.teachers), config.multi, plan.method.needs_teacher))
+    n_stages = stage_count(plan)
+    order = 'chosen above by --teachers auto' if plan.selection else \
+        f'{config.teacher_order} teacher top-1, measured before training'
     lines.append(f'  stages: {n_stages} '
-                 f'({config.multi or "single"}; order: {config.teacher_order} teacher top-1, measured before '
-                 f'training), {config.epochs} epoch(s) each, {global_batch(plan)}, lr {config.learning_rate} '
-                 f'(absolute: not scaled by the batch)')
+                 f'({config.multi or "single"}; order: {order}), {config.epochs} epoch(s) each, {global_batch(plan)}, '
+                 f'lr {config.learning_rate} (absolute: not scaled by the batch)')
     lines += plan.data.describe()
     lines += [f'  weights of {w.spec.name}: {_WHERE[w.where]}' for w in plan.weights]
+    if config.control:
+        lines.append(control_cost(config, n_stages))
     lines.append(f'  output: {plan.run_dir}' + (f'; push to {config.push_to_hub} if Δtransf > {config.push_min_delta}'
-                                                if config.push_to_hub else ''))
+                                                if config.push_to_hub else '')
+                 + (' and it beats the control' if config.push_beat_control and config.push_to_hub else ''))
     lines.append('dry run: all checks passed')
     return lines

@@ -13,7 +13,7 @@ _LAZY = names_of({
     '.metrics': ('complementary_knowledge', 'correctness', 'knowledge_gain', 'knowledge_loss', 'negative_flips', 'percent',
                  'positive_flips', 'transfer_metrics'),
     '.scans': ('format_matrix', 'format_scan', 'pairwise_matrix', 'scan'),
-    '.predictor': ('COEFFICIENTS', 'Predictor', 'annotate_scan', 'fit', 'format_prediction',
+    '.predictor': ('COEFFICIENTS', 'FEATURES', 'Predictor', 'annotate_scan', 'fit', 'format_prediction',
                    'leave_one_student_out', 'pair_features'),
 })
 __getattr__ = lazy_names(__name__, _LAZY)

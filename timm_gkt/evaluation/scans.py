@@ -12,7 +12,7 @@ import math
 
 from ..data.plan import EvalFlags, open_eval_data
 from .predictions import predict
-from ..models.frozen import InStudentOrder
+from ..models.frozen import InStudentOrder, Teacher
 from .metrics import complementary_knowledge, correctness, percent, positive_flips
 from ..models.load import check_model_spec, label_permutation, load_model
 from ..models.spec import resolve_spec
@@ -29,19 +29,24 @@ def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: 
             say(spec.note)
         check_model_spec(spec)
     s = load_model(student)
-    ts = [load_model(t) for t in teachers]
-    perms = [label_permutation(s.label_names, t.label_names, s.num_classes, t.num_classes, teacher=f'teacher {t.name}')
-             for t in ts]
+    ts = [Teacher.load(t, s) for t in teachers]
     flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
-    split = flags.val_split
     ds = open_eval_data(flags, s, say).dataset
-    models = [s.model] + [InStudentOrder(t.model, perm) for t, perm in zip(ts, perms)]
-    preds, target = predict(models, [s.preprocessing] + [t.preprocessing for t in ts], ds,
-                            batch_size=batch_size, num_workers=workers, desc='scan')
-    out = {'student': student.text, 'student_name': s.name, 'dataset': dataset, 'split': split,
-           'eval_samples': int(target.numel()), 'student_top1': percent(correctness(preds[0], target)), 'teachers': []}
-    for t, pred in zip(ts, preds[1:]):
-        ck = complementary_knowledge(pred, preds[0], target, s.num_classes, s.label_names)
+    out = scan_models(s, ts, ds, batch_size=batch_size, num_workers=workers)
+    return {'student': out.pop('student'), 'student_name': out.pop('student_name'), 'dataset': dataset,
+            'split': flags.val_split, **out}
+
+
+def scan_models(student, teachers, dataset, **predict_kwargs) -> dict:
+    """The scan of loaded models on one dataset, in one pass: ``student`` a ResolvedModel, ``teachers``
+    :class:`~timm_gkt.models.frozen.Teacher` objects (answering in the student's class order)."""
+    models = [student.model] + [t.network for t in teachers]
+    preds, target = predict(models, [student.preprocessing] + [t.preprocessing for t in teachers], dataset,
+                            desc='scan', **predict_kwargs)
+    out = {'student': student.spec.text, 'student_name': student.name, 'eval_samples': int(target.numel()),
+           'student_top1': percent(correctness(preds[0], target)), 'teachers': []}
+    for t, pred in zip(teachers, preds[1:]):
+        ck = complementary_knowledge(pred, preds[0], target, student.num_classes, student.label_names)
         out['teachers'].append({'name': t.name, 'spec': t.spec.text, **ck})
     return out
 

@@ -16,15 +16,15 @@ from .card import card_context, card_data, hub_dataset, render_card, student_hub
 from .plots import GAIN_LOSS_PLOT, PER_CLASS_PLOT, PLOTS_DIR, plot_gain_loss, plot_per_class_knowledge
 # the publish() function is not re-exported: ``timm_gkt.hub.publish`` stays the module (from .publish import publish)
 from .publish import (
-    EXIT_ERROR, EXIT_NOT_IMPROVED, EXIT_PUSHED, PUSHED_FILES, REQUIRED_FILES, Outcome, PushError, PushTarget,
-    push_export, push_gate, retry_command,
+    EXIT_ERROR, EXIT_NOT_BETTER_THAN_CONTROL, EXIT_NOT_IMPROVED, EXIT_PUSHED, PUSHED_FILES, REQUIRED_FILES, Outcome,
+    PushError, PushTarget, control_gate, push_export, push_gate, retry_command,
 )
 from .summary import step_summary, write_step_summary
 
 __all__ = [
-    'EXIT_ERROR', 'EXIT_NOT_IMPROVED', 'EXIT_PUSHED', 'GAIN_LOSS_PLOT', 'LOGIN_FIX', 'PER_CLASS_PLOT', 'PLOTS_DIR',
-    'PUSHED_FILES', 'REQUIRED_FILES', 'WRITE_ROLES', 'Outcome', 'PushAccessError', 'PushError', 'PushTarget',
-    'card_context', 'card_data', 'check_push_access', 'check_push_options', 'hub_dataset', 'plot_gain_loss',
-    'plot_per_class_knowledge', 'push_export', 'push_gate', 'render_card', 'resolve_token',
-    'retry_command', 'step_summary', 'student_hub_id', 'write_card', 'write_step_summary',
+    'EXIT_ERROR', 'EXIT_NOT_BETTER_THAN_CONTROL', 'EXIT_NOT_IMPROVED', 'EXIT_PUSHED', 'GAIN_LOSS_PLOT', 'LOGIN_FIX',
+    'PER_CLASS_PLOT', 'PLOTS_DIR', 'PUSHED_FILES', 'REQUIRED_FILES', 'WRITE_ROLES', 'Outcome', 'PushAccessError',
+    'PushError', 'PushTarget', 'card_context', 'card_data', 'check_push_access', 'check_push_options', 'control_gate',
+    'hub_dataset', 'plot_gain_loss', 'plot_per_class_knowledge', 'push_export', 'push_gate', 'render_card',
+    'resolve_token', 'retry_command', 'step_summary', 'student_hub_id', 'write_card', 'write_step_summary',
 ]

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..transfer.methods import METHODS
-from ..report.results import before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of
+from ..report.results import (
+    before_after_rows, num, pct, pvalue_text, signed, teacher_name, transfer_delta, verdict_of, versus_control_text,
+)
 from ..models.spec import HF_HUB, parse_spec, short_name
 from .plots import GAIN_LOSS_PLOT, PER_CLASS_PLOT, PLOTS, PLOTS_DIR
 
@@ -166,6 +168,12 @@ def _eval_results(results: dict) -> list:
         result('knowledge_loss', 'Knowledge loss (%)', results.get('knowledge_loss')),
         result('mcnemar_p_value', 'McNemar p-value of the transfer delta', results.get('p_value')),
     ]
+    if results.get('vs_control'):  # the CE control's own score is not this model's: a type of its own
+        evals += [result('accuracy_control', 'Top-1 accuracy of the CE control, more training without a teacher (%)',
+                         (results.get('control') or {}).get('top1')),
+                  result('delta_vs_control', 'Top-1 points against the CE control', results['vs_control'].get('delta')),
+                  result('mcnemar_p_value_vs_control', 'Paired McNemar p-value against the CE control',
+                         results['vs_control'].get('p_value'))]
     for t in results.get('teachers') or []:
         name = teacher_name(t)
         evals.append(result('positive_flips_delta', f'Positive-flip delta vs {name} (points)', t.get('pos_flips_delta')))
@@ -233,6 +241,17 @@ def _generations(results: dict, export_dir: Path | None) -> list[dict]:
     return rows
 
 
+def _control(results: dict) -> str | None:
+    """What the CE control was, for the sentence under the results table."""
+    control = results.get('control')
+    if not control:
+        return None
+    stages = control.get('stages') or 1
+    return (f"the same student trained further with plain cross-entropy and no teacher, from the same start, on the "
+            f"same data in the same order with the same seed and budget ({stages} stage{'s' if stages > 1 else ''} "
+            f"of {control.get('epochs_per_stage', '?')} epoch(s))")
+
+
 def _method_description(results: dict) -> str:
     method = METHODS.get(results.get('method') or '')
     return ' '.join(x for x in (
@@ -277,6 +296,7 @@ def card_context(results: dict, repo_id: str | None = None, plots: Iterable[str]
         'knowledge_loss': f"{pct(results.get('knowledge_loss'))}%",
         'gains': results.get('gains', '–'), 'losses': results.get('losses', '–'),
         'p_value': pvalue_text(results.get('p_value')),
+        'versus_control': versus_control_text(results), 'control': _control(results),
         'teacher_rows': [_teacher_row(t) for t in teachers],
         'plots': [{'path': f'{PLOTS_DIR}/{name}', 'title': PLOT_CAPTIONS[name][0], 'caption': PLOT_CAPTIONS[name][1]}
                   for name in plots],

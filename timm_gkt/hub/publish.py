@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..report.results import num, pct, signed, transfer_delta
+from ..report.results import num, pct, pvalue_text, signed, transfer_delta
+from ..report.stats import SIGNIFICANCE
 from .access import (
     LOGIN_FIX, PushAccessError, check_push_access, check_push_options, describe_error, http_status,
     is_network_error, resolve_token,
@@ -27,6 +28,7 @@ _logger = logging.getLogger(__name__)
 EXIT_PUSHED = 0
 EXIT_ERROR = 1
 EXIT_NOT_IMPROVED = 3  # 2 is argparse's usage error
+EXIT_NOT_BETTER_THAN_CONTROL = 4  # better than the start, but not significantly better than more training
 
 # Exactly what a push uploads; anything else in the export folder (a stray .env, a token file) stays local.
 PUSHED_FILES = ('config.json', 'model.safetensors', 'README.md', 'results.json', 'args.yaml', 'plots/*.png')
@@ -45,7 +47,7 @@ class PushError(RuntimeError):
 @dataclass(frozen=True)
 class PushTarget:
     """Where a student goes and what it must pass first: Δtransf > ``min_delta`` (points) and, when given,
-    McNemar p <= ``max_p_value``."""
+    McNemar p <= ``max_p_value``; with ``beat_control``, significantly better than the CE control too."""
     repo_id: str
     private: bool = False
     revision: str | None = None
@@ -53,6 +55,7 @@ class PushTarget:
     min_delta: float = 0.0
     max_p_value: float | None = None
     endpoint: str | None = None
+    beat_control: bool = False
 
     def check_access(self, token: str | None = None) -> None:
         check_push_access(self.repo_id, token, self.endpoint, revision=self.revision, create_pr=self.create_pr)
@@ -64,7 +67,8 @@ class PushTarget:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What publishing did: an exit code (0 pushed, 1 error, 3 refused by the gate), one sentence, the commit URL."""
+    """What publishing did: an exit code (0 pushed, 1 error, 3 or 4 refused by the gate), one sentence, the commit
+    URL."""
     code: int
     message: str
     url: str | None = None
@@ -107,6 +111,21 @@ def push_gate(results: dict, min_delta: float = 0.0, max_p_value: float | None =
     p_text = '' if p is None else f', McNemar p = {p:.3g}' + (f' <= {max_p_value:g}' if max_p_value is not None else '')
     return True, (f'Push: Δtransf = {delta:+.2f} points on the {split} split ({accuracies}) '
                   f'> {min_delta:+.2f}{p_text}.')
+
+
+def control_gate(results: dict) -> tuple[bool, str]:
+    """Does the student beat more training? Its paired McNemar against the CE control (``--control ce``) must show
+    a gain at p < 0.05. Returns (decision, one-sentence reason)."""
+    versus = results.get('vs_control') or {}
+    delta, p = num(versus.get('delta')), num(versus.get('p_value'))
+    if delta is None:
+        return False, ('Not pushed: the gate asks for a student better than more training, and this run trained no '
+                       'CE control to compare with; rerun with --control ce (one more training run).')
+    against = (f'{delta:+.2f} points against the CE control on the same images (paired McNemar p = '
+               f'{pvalue_text(p)})')
+    if not (delta > 0 and p is not None and p < SIGNIFICANCE):
+        return False, f'Not pushed: the student is no better than more training: {against}.'
+    return True, f'The student is better than more training: {against}.'
 
 
 # ----------------------------------------------------------------------------- push
@@ -229,6 +248,9 @@ def publish(run_dir: str | os.PathLike, target: PushTarget, results: dict | None
             backoff: float = 1.0) -> Outcome:
     """Gate, (check access,) push a finished run folder's ``export/``.
 
+    Refusals say which requirement failed: :data:`EXIT_NOT_IMPROVED` (3) the student is not better than where it
+    started (Δtransf, p), :data:`EXIT_NOT_BETTER_THAN_CONTROL` (4) it is, but not better than more training.
+
     ``results`` defaults to RUN_DIR/results.json. ``check_access=False`` when the caller
     already checked before training (train.py does, so a run that cannot push fails in seconds).
     """
@@ -248,6 +270,11 @@ def publish(run_dir: str | os.PathLike, target: PushTarget, results: dict | None
     ok, reason = push_gate(results, target.min_delta, target.max_p_value)
     if not ok and not force:
         return Outcome(EXIT_NOT_IMPROVED, reason)
+    if target.beat_control:
+        beats, reason = control_gate(results)
+        ok = ok and beats
+        if not beats and not force:
+            return Outcome(EXIT_NOT_BETTER_THAN_CONTROL, reason)
     try:
         if check_access:
             target.check_access(token)

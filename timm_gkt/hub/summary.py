@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..report.results import before_after_rows, markdown_rows, pct, pvalue_text, verdict_of
+from ..report.results import before_after_rows, markdown_rows, pct, pvalue_text, verdict_of, versus_control_text
 from ..models.spec import short_name
 
 
@@ -27,6 +27,9 @@ def step_summary(results: dict, decision: str) -> str:
         '',
         f'**Verdict:** {verdict_of(results).text}.',
     ]
+    versus = versus_control_text(results)
+    if versus:
+        lines += ['', f'**vs more training:** {versus}.']
     if teachers:
         lines += ['', '| teacher | top-1 | routed to teacher |', '|---|---:|---:|']
         for t in teachers:

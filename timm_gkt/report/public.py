@@ -104,6 +104,12 @@ def public_results(results: Mapping[str, Any]) -> dict[str, Any]:
     for generation in out.get('lineage') or []:
         generation['student'] = ref(generation.get('student'))
         generation['teachers'] = [ref(t) for t in generation.get('teachers') or []]
+    selection = out.get('teacher_selection')
+    if selection:  # --teachers auto: the pool and every candidate by spec
+        for key in ('pool', 'chosen', 'order'):
+            selection[key] = [ref(spec) for spec in selection.get(key) or []]
+        for entry in (selection.get('candidates') or []) + (selection.get('stages') or []):
+            entry['spec'] = ref(entry.get('spec'))
     if out.get('dataset'):
         out['dataset'] = public_dataset_ref(out['dataset'])
     return out

@@ -18,6 +18,8 @@ from typing import Any
 from .. import __version__
 from .stats import SIGNIFICANCE  # McNemar p below it calls a change significant (wording only; the gate is the user's)
 
+CONTROL_TEST = 'paired McNemar between the transferred and the control student'
+
 
 # ----------------------------------------------------------------------------- numbers as text
 
@@ -89,6 +91,20 @@ def verdict(delta: float | None, p_value: float | None, eval_samples: int | None
     return Verdict('no significant change', f'no significant change: {delta:+.2f} points ({p_text}{one_image})')
 
 
+def comparison_verdict(delta: float | None, p_value: float | None, yardstick: str, test: str) -> Verdict:
+    """One model against a yardstick on the same images: "better than", "no better than" or "worse than"
+    ``yardstick``, better or worse only at McNemar p < 0.05 (as :func:`verdict`); ``test`` names the pairing."""
+    delta, p_value = num(delta), num(p_value)
+    if delta is None:
+        return Verdict('no result', f'no result: nothing was compared with {yardstick}')
+    if p_value is not None and p_value < SIGNIFICANCE and delta != 0:
+        word = f'better than {yardstick}' if delta > 0 else f'worse than {yardstick}'
+    else:
+        word = f'no better than {yardstick}'
+    p_text = 'no p-value' if p_value is None else f'p = {pvalue_text(p_value, 2)}'
+    return Verdict(word, f'{delta:+.2f} points ({p_text}, {test}): {word}')
+
+
 def verdict_of(results: dict) -> Verdict:
     """The verdict stored in results.json, or computed for results written before verdicts were stored."""
     stored = results.get('verdict')
@@ -121,6 +137,10 @@ def teacher_name(t: dict) -> str:
 def before_after_rows(results: dict) -> list[Row]:
     rows = [Row('student top-1', None, num(results.get('top1_before')), num(results.get('top1_after')),
                 transfer_delta(results))]
+    control = results.get('control')
+    if control:  # --control ce: the same student trained further without a teacher, from the same "before"
+        rows.append(Row(CONTROL_ROW, None, num(results.get('top1_before')), num(control.get('top1')),
+                        num(control.get('transfer_delta'))))
     for t in results.get('teachers') or []:
         name = teacher_name(t)
         rows.append(Row('ρpos', name, num(t.get('rho_pos')), num(t.get('rho_pos_after')),
@@ -134,7 +154,20 @@ def markdown_rows(rows: list[Row]) -> list[str]:
     return [f'| {r.label} | {pct(r.before)} | {pct(r.after)} | {signed(r.delta)} |' for r in rows]
 
 
-_CLI_LABELS = {'student top-1': 'student top-1', 'ρpos': '  ρpos, complementary knowledge', 'ρneg': '  ρneg'}
+CONTROL_ROW = 'control top-1 (more training, CE)'
+_CLI_LABELS = {'student top-1': 'student top-1', 'ρpos': '  ρpos, complementary knowledge', 'ρneg': '  ρneg',
+               CONTROL_ROW: CONTROL_ROW}
+
+
+def versus_control_text(results: dict) -> str | None:
+    """'+0.21 points (p = 0.004, paired McNemar ...): better than more training' for a run with ``--control``;
+    every report shows it after 'vs more training:'."""
+    versus = results.get('vs_control')
+    if not versus:
+        return None
+    stored = versus.get('verdict') or {}
+    return stored.get('text') or comparison_verdict(versus.get('delta'), versus.get('p_value'), 'more training',
+                                                    CONTROL_TEST).text
 
 
 def eval_images_text(results: dict) -> str:
@@ -161,12 +194,14 @@ def format_table(results: dict) -> str:
              line(rows[0]),
              f"{'  knowledge gained / lost':34s}{'':9s}{'':9s}  +{results['knowledge_gain']:.2f} / "
              f"-{results['knowledge_loss']:.2f}  (McNemar p = {results['p_value']:.3g})"]
+    lines += [line(r) for r in rows[1:] if r.quantity == CONTROL_ROW]
     for t in results['teachers']:
         lines.append(f"teacher {t['name']} (top-1 {t['top1']:.2f})"
                      + (f", routed {t['routed_share']:.1f}%" if t.get('routed_share') is not None else ''))
         lines += [line(r) for r in rows[1:] if r.teacher == t['name']]
     lines.append(f'result: {verdict_of(results).text}')
-    return '\n'.join(lines)
+    versus = versus_control_text(results)
+    return '\n'.join(lines + ([f'vs more training: {versus}'] if versus else []))
 
 
 # ----------------------------------------------------------------------------- results.json

@@ -10,7 +10,8 @@ stage's frozen models, to bind each batch's sample indices and to publish each e
 imports nothing from the cache.
 
 ``plan`` is the CLI's preflight result (:class:`~timm_gkt.cli.preflight.Plan`): the engine reads its
-config, accelerator, student, teachers, data, run folder and cache.
+config, accelerator, student, teachers, data, run folder and cache (and whether ``--teachers auto`` chose the
+teachers' order).
 """
 from __future__ import annotations
 
@@ -128,7 +129,9 @@ def order_stages(plan, baseline: Baseline) -> tuple[list[str], list[Stage]]:
     """The teachers' stage order (by their measured top-1) and the stages; teachers the first stage does not
     use are released (the control trains without teachers; they served the flip metrics of the baseline)."""
     config = plan.config
-    ordered = order_teachers(list(plan.teachers), baseline.teacher_top1, config.teacher_order)
+    # --teachers auto has chosen the order already, on its selection split (plan.teachers holds it)
+    order = 'given' if getattr(plan, 'selection', None) else config.teacher_order
+    ordered = order_teachers(list(plan.teachers), baseline.teacher_top1, order)
     stages = plan_stages(ordered, config.multi, plan.method.needs_teacher)
     release_teachers(plan.teachers, keep=stages[0].teachers)
     top1 = baseline.teacher_top1
