@@ -64,8 +64,8 @@ class TransferConfig:
     warmup_lr: float = 1e-5
     min_lr: float = 0.0
     # augmentation
-    scale: tuple[float, float] = (0.8, 1.0)
-    ratio: tuple[float, float] = (0.9, 1.1)
+    scale: tuple[float, float] = (1.0, 1.0)
+    ratio: tuple[float, float] = (1.0, 1.0)
     hflip: float = 0.5
     vflip: float = 0.0
     color_jitter: float = 0.0
