@@ -1,7 +1,6 @@
 """One pass of predictions over an evaluation split, every model through its own eval transform."""
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
@@ -61,10 +60,8 @@ def predict(
     for m in models:
         m.eval()
     for views_batch, target in tqdm(loader, desc=desc, disable=not (progress and is_main), leave=False):
-        batch_preds = []
-        with (accelerator.autocast() if accelerator is not None else contextlib.nullcontext()):
-            for i, model in enumerate(models):
-                batch_preds.append(model(views_batch[view_index[i]].to(device)).argmax(-1))
+        # float32 even under --amp: the reported top-1 is the exported (float32) model's, not an autocast copy's
+        batch_preds = [model(views_batch[view_index[i]].to(device)).argmax(-1) for i, model in enumerate(models)]
         target = target.to(device)
         if accelerator is not None:
             gathered = accelerator.gather_for_metrics((tuple(batch_preds), target))
