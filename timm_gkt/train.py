@@ -28,6 +28,7 @@ INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (wit
 
 
 def run(config: TransferConfig) -> int:
+    from timm_gkt.cli.checks import check_above_chance
     from timm_gkt.cli.finish import report_and_publish
     from timm_gkt.transfer.engine import measure_baseline, open_run_dir, order_stages, run_stages
     plan = preflight(config)  # everything that can fail fails here, before any compute
@@ -35,8 +36,9 @@ def run(config: TransferConfig) -> int:
         for line in describe_plan(plan):
             plan.say(line)
         return EXIT_OK
-    open_run_dir(plan)
     baseline = measure_baseline(plan)
+    check_above_chance(plan, baseline)  # before the run folder exists: a refusal writes nothing
+    open_run_dir(plan)
     ordered, stages = order_stages(plan, baseline)
     transfer = run_stages(plan, baseline, stages)
     code = EXIT_OK

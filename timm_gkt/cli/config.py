@@ -40,6 +40,8 @@ class TransferConfig:
     class_map: str = ''
     trust_label_order: bool = False
     dataset_download: bool = False
+    input_key: str | None = None  # hfds/ columns (timm's reader: 'image', 'label')
+    target_key: str | None = None
     train_subset: int = 0
     eval_subset: int = 0
     data_in_memory: bool = False
@@ -85,6 +87,7 @@ class TransferConfig:
     mcl_interval: int = 2
     multi_teacher: str = 'sequential'
     teacher_order: str = 'ascending'
+    allow_below_chance: bool = False
     teacher_cache: str | None = None
     teacher_cache_storage: str = 'float32'
     dry_run: bool = False
@@ -164,8 +167,8 @@ class TransferConfig:
 
 
 def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
-    specs = [t.strip() for t in (teachers or '').split(',') if t.strip()] + list(transfer_teacher)
-    return list(dict.fromkeys(specs))  # keep order, drop repeats
+    # repeats are kept: preflight refuses them in one line instead of dropping one without a word
+    return [t.strip() for t in (teachers or '').split(',') if t.strip()] + list(transfer_teacher)
 
 
 def parse_args(argv=None) -> TransferConfig:

@@ -159,6 +159,9 @@ def _add_transfer_flags(g) -> None:
                    help='several teachers: one stage each, all at once, or a soup of per-teacher transfers')
     g.add_argument('--teacher-order', default='ascending', choices=TEACHER_ORDERS,
                    help='sequential stage order by measured teacher top-1')
+    g.add_argument('--allow-below-chance', action='store_true',
+                   help='train even when a model is right far less often than guessing on the evaluation split '
+                        '(refused by default: the mark of classes in another order)')
     g.add_argument('--teacher-cache', default=None, metavar='DIR',
                    help='store teacher and frozen-student outputs per (epoch, sample) and every model\'s "before" '
                         'predictions here; a later run with the same models, data, seed and augmentation reads '
@@ -189,6 +192,10 @@ def _add_dataset_flags(g) -> None:
     g.add_argument('--trust-label-order', action='store_true',
                    help='accept dataset target i as model class i when no class names exist to check the order')
     g.add_argument('--dataset-download', action='store_true', help='let torch/ datasets download when missing')
+    g.add_argument('--input-key', default=None, metavar='COLUMN',
+                   help='hfds/ datasets: the image column (default: timm\'s reader reads "image")')
+    g.add_argument('--target-key', default=None, metavar='COLUMN',
+                   help='hfds/ datasets: the label column, a ClassLabel (default: timm\'s reader reads "label")')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
                    help='transfer on a seeded, class-stratified sample of N images (quick runs; 0 = all)')
     g.add_argument('--data-in-memory', action='store_true',

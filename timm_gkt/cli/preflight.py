@@ -27,6 +27,9 @@ from ..models.weights import WeightsCheck, check_weights_available
 from ..transfer.methods import Method
 from ..transfer.rundir import check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint
 from ..transfer.stages import batches_per_process, plan_stages, updates_per_epoch
+from .checks import (
+    align_teachers, check_distinct_models, check_models, check_models_answer, check_not_student_weights,
+)
 from .config import TransferConfig, check_flags, flag_name
 
 
@@ -64,6 +67,7 @@ class Plan:
 def preflight(config: TransferConfig) -> Plan:
     from accelerate.utils import set_seed
     check_flags(config)
+    check_distinct_models(config)
     accelerator = create_accelerator(config)
     say = accelerator.print
     for spec in (config.model, *config.teachers):  # short names were resolved when the flags were parsed
@@ -82,16 +86,22 @@ def preflight(config: TransferConfig) -> Plan:
         check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
-    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts)
-    load_weights = not config.dry_run
+    # a dry run has checked that the weights exist; it loads only those already on this machine (never a download)
+    loaded = {w.spec.text: not config.dry_run or w.where in ('local-dir', 'cache') for w in weights}
+    load_weights = loaded[config.model.text]
     student = load_model(config.model, pretrained=config.pretrained and load_weights,
                          checkpoint=(config.initial_checkpoint or None) if load_weights else None)
     fingerprint = student_fingerprint(student.model)
     if resume_state is not None and load_weights:
         check_resume_matches(resume_from, resume_state, fingerprint, config.model.text, config.transfer_method)
-    teachers = load_teachers(config, student, say, pretrained=load_weights)
+    teachers = load_teachers(config, loaded)
+    check_models(student, teachers, loaded)  # channels, a head, finite weights: before classes are matched
     data = open_data(config, source, student, say)
     student.label_names = data.head_label_names  # what the exported config.json says the head predicts
+    align_teachers(config, student, teachers, say)  # after the dataset named a student that had no names
+    check_models_answer(student, teachers, data.eval.dataset, loaded)
+    if all(loaded.values()):
+        check_not_student_weights(student, teachers)
     if config.data_in_memory:
         check_fits_in_memory(len(data.train.dataset), student.preprocessing.input_size)
     check_schedule(config, len(data.train.dataset), accelerator.num_processes)
@@ -166,18 +176,9 @@ def push_target(config: TransferConfig) -> PushTarget | None:
                       max_p_value=config.push_max_pvalue)
 
 
-def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
-    teachers = {}
-    for spec in config.teachers:
-        t = Teacher.load(spec, student, pretrained=pretrained)
-        if t.label_perm is not None:
-            say(f'note: teacher {t.name} orders its classes differently; its logits are mapped to the student\'s '
-                f'classes by label name')
-        elif not (student.label_names and t.label_names):
-            say(f'warning: {"student" if not student.label_names else "teacher " + t.name} has no label names; '
-                f'trusting that the {t.num_classes} classes are in the same order')
-        teachers[spec.text] = t
-    return teachers
+def load_teachers(config: TransferConfig, loaded: dict[str, bool]) -> dict[str, Teacher]:
+    """Every teacher's network (with its weights where ``loaded`` says so); classes are matched later."""
+    return {spec.text: Teacher.load(spec, pretrained=loaded[spec.text]) for spec in config.teachers}
 
 
 _WHERE = {'cache': 'in the Hugging Face cache', 'hub': 'on the Hub (not downloaded by a dry run)',

@@ -24,17 +24,17 @@ def dataset_targets(ds) -> torch.Tensor:
     Targets are the dataset's own indices: a TargetRemap installed later does not change
     which images share a class (:func:`targets_as_seen` applies it).
     """
-    fast = _stored_targets(ds)
+    fast = stored_targets(ds)
     if fast is not None:
         return fast
     return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))], dtype=torch.long)  # decodes every image
 
 
-def _stored_targets(ds) -> torch.Tensor | None:
+def stored_targets(ds) -> torch.Tensor | None:
     """The targets a dataset stores (before its target transform), or None when only decoding would tell."""
     from torch.utils.data import Subset
     if isinstance(ds, Subset):
-        parent = _stored_targets(ds.dataset)
+        parent = stored_targets(ds.dataset)
         return None if parent is None else parent[torch.as_tensor(list(ds.indices), dtype=torch.long)]
     reader = getattr(ds, 'reader', None)
     if reader is not None and not isinstance(reader, str):
@@ -49,14 +49,14 @@ def _stored_targets(ds) -> torch.Tensor | None:
         return torch.as_tensor(targets, dtype=torch.long)
     inner = getattr(ds, 'dataset', None)
     if inner is not None and len(inner) == len(ds):  # transform-only wrappers (ModeDataset)
-        return _stored_targets(inner)
+        return stored_targets(inner)
     return None
 
 
 def targets_as_seen(ds) -> torch.Tensor:
     """Every target as ``ds[i][1]`` yields it: the stored targets through the target transform of the dataset
     that owns them (a class remap, :class:`~timm_gkt.data.labels.TargetRemap`), still without decoding images."""
-    stored = _stored_targets(ds)
+    stored = stored_targets(ds)
     if stored is None:
         return dataset_targets(ds)  # decoded: already as seen
     inner, transform = ds, None
@@ -111,6 +111,27 @@ def stratified_subset_indices(targets: torch.Tensor, n: int, seed: int) -> torch
     first_of_class = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(order)) - first_of_class[cls]
     return torch.sort(order[rank < quota[cls]]).values
+
+
+def is_class_sorted(targets: torch.Tensor) -> bool:
+    """Targets in class order (timm's folder reader and most hfds/ folders list images so): a contiguous slice
+    of such a source is a few classes, not a sample."""
+    targets = torch.as_tensor(targets)
+    return targets.numel() > 1 and bool((targets[1:] >= targets[:-1]).all()) and bool(targets[0] != targets[-1])
+
+
+def stratified_order(targets: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded order of all samples in which every contiguous stretch holds each class in its share (to within
+    one image): each class's images in a seeded random order, interleaved by their position within the class."""
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(len(targets), generator=gen)
+    by_class = perm[torch.sort(targets[perm], stable=True).indices]
+    counts = torch.bincount(targets)
+    cls = targets[by_class]
+    rank = torch.arange(len(targets)) - (torch.cumsum(counts, 0) - counts)[cls]
+    position = (rank.double() + 0.5) / counts[cls].double()
+    return by_class[torch.sort(position, stable=True).indices]
 
 
 def indices_fingerprint(indices: torch.Tensor) -> str:

@@ -77,3 +77,20 @@ def predict(
 def top1(pred: torch.Tensor, target: torch.Tensor) -> float:
     from .metrics import correctness, percent
     return percent(correctness(pred, target))
+
+
+@torch.no_grad()
+def first_batch_outputs(models: Sequence[torch.nn.Module], preprocessings: Sequence[Preprocessing], dataset,
+                        images: int = 4) -> list[torch.Tensor]:
+    """Each model's raw output on the split's first ``images`` images through its own eval transform: one small
+    forward pass that shows, before anything is evaluated, what a model answers (its shape, finite or not)."""
+    views, view_index = build_eval_views(preprocessings)
+    ds = MultiViewDataset(dataset, views)
+    items = [ds[i][0] for i in range(min(images, len(ds)))]
+    batches = [torch.stack([item[v] for item in items]) for v in range(len(views))]
+    outputs = []
+    for model, v in zip(models, view_index):
+        was_training = model.training
+        outputs.append(model.eval()(batches[v]).float())
+        model.train(was_training)
+    return outputs

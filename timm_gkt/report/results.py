@@ -166,6 +166,10 @@ def format_table(results: dict) -> str:
         lines.append(f"teacher {t['name']} (top-1 {t['top1']:.2f})"
                      + (f", routed {t['routed_share']:.1f}%" if t.get('routed_share') is not None else ''))
         lines += [line(r) for r in rows[1:] if r.teacher == t['name']]
+    unreadable = [f"{role} {u['count']} of {u['of']}" for role in ('train', 'eval')
+                  for u in [((results.get('data') or {}).get(role) or {}).get('unreadable') or {}] if u.get('count')]
+    if unreadable:
+        lines.append(f"unreadable images, each replaced by the next readable one: {', '.join(unreadable)}")
     lines.append(f'result: {verdict_of(results).text}')
     return '\n'.join(lines)
 
