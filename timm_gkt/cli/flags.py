@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..transfer.methods import DEFAULT_METHOD, METHODS
-from .boundary import DEBUG_ENV
+from .boundary import DEBUG_ENV, emit
 from ..transfer.stages import MULTI_TEACHER_MODES, TEACHER_ORDERS
 
 DESCRIPTION = "Transfer a teacher's complementary knowledge into a pretrained timm student."
@@ -22,7 +22,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``error: ...`` line (exit 2) like every other bad input."""
 
     def error(self, message: str):
-        self.exit(2, f'error: {message}; see --help for the flags and their values\n')
+        emit(f'error: {message}; see --help for the flags and their values', 2)
+        self.exit(2)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -31,6 +31,7 @@ from .checks import (
     align_teachers, check_distinct_models, check_models, check_models_answer, check_not_student_weights,
 )
 from .config import TransferConfig, check_flags, flag_name
+from .processes import describe_processes, requested_processes
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Plan:
     student_fingerprint: dict  # what a checkpoint of this run records about the initial student
     weights: list[WeightsCheck] = field(default_factory=list)
     cache: RunCache | None = None  # --teacher-cache, as the engine uses it
+    processes_requested: int | None = None  # what the launcher asked for (timm_gkt.cli.processes)
 
     @property
     def method(self) -> Method:
@@ -70,6 +72,9 @@ def preflight(config: TransferConfig) -> Plan:
     check_distinct_models(config)
     accelerator = create_accelerator(config)
     say = accelerator.print
+    requested = requested_processes()
+    for line in describe_processes(accelerator, requested):  # the run header says how many run, and warns
+        say(line)
     for spec in (config.model, *config.teachers):  # short names were resolved when the flags were parsed
         if spec.note:
             say(spec.note)
@@ -108,7 +113,7 @@ def preflight(config: TransferConfig) -> Plan:
     cache = RunCache(TeacherCache(config.teacher_cache, config.teacher_cache_storage), frozen_precision(accelerator)) \
         if config.teacher_cache else None
     return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, data, run_dir,
-                resume_from, fingerprint, weights, cache)
+                resume_from, fingerprint, weights, cache, requested[0])
 
 
 def frozen_precision(accelerator) -> str:

@@ -251,6 +251,7 @@ def hyperparameters(plan, derived: dict) -> dict:
         'kd_temperature': config.kd_temperature, 'xe_weight': own('xe_weight'), 'mcl_momentum': own('mcl_momentum'),
         'mcl_interval': own('mcl_interval'), 'train_images': len(plan.train_ds), 'mixup': config.mixup,
         'cutmix': config.cutmix, 'num_processes': plan.accelerator.num_processes,
+        'num_processes_requested': getattr(plan, 'processes_requested', None),
         'mixed_precision': plan.accelerator.mixed_precision,
     }
 
