@@ -103,7 +103,7 @@ def test_seeded_eval_subset_keeps_every_class(student, fashion_folder, test_labe
 def image_ids(split) -> list[int]:
     """The Fashion-MNIST index each image of a folder split was written from (its file name)."""
     from timm_gkt.data.unreadable import image_name
-    return [int(image_name(split.dataset, i).split('.')[0]) for i in range(len(split.dataset))]
+    return [int(image_name(split.dataset, i).split('/')[-1].split('.')[0]) for i in range(len(split.dataset))]
 
 
 def test_slices_of_a_class_sorted_folder_hold_every_class_and_exclude_each_other(student, fashion_folder,

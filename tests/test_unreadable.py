@@ -32,7 +32,7 @@ def test_an_unreadable_image_is_replaced_by_the_next_one_counted_and_named(fashi
     config = parse_args(['--model', f'local-dir:{micro_zoo / "q_cnn"}', '--dataset', 'folder', '--data-dir', str(root)])
     student = load_model(config.model)
     split = open_data(config, check_data(config), student, say=lambda line: None).eval
-    ds, bad = split.dataset, sorted((root / 'validation').rglob('*.png'))[0].name
+    ds, bad = split.dataset, str(sorted((root / 'validation').rglob('*.png'))[0].relative_to(root / 'validation'))
     first = [ds.dataset[i][1] for i in range(1, 3)]  # item 0 is the damaged file
     assert [ds[i][1] for i in range(3)] == [first[0], *first]  # item 0 answers as item 1, timm's neighbour
     said = []

@@ -10,6 +10,7 @@ record in results.json; more than :data:`MAX_UNREADABLE_SHARE` of a split stops 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -57,7 +58,7 @@ def _chain(ds):
 
 
 def image_name(ds, index: int) -> str:
-    """The file name of item ``index`` of ``ds`` (through Subsets), or ``#index`` where the reader has none."""
+    """The file of item ``index`` of ``ds`` (through Subsets) as the reader names it, or ``#index``."""
     for _ in range(16):
         if isinstance(ds, CountedReads):
             ds = ds.dataset
@@ -66,9 +67,11 @@ def image_name(ds, index: int) -> str:
         else:
             break
     try:
-        return str(ds.filename(index, basename=True))
+        name = str(ds.filename(index))  # relative to the split folder: 'Ankle boot/00000.png'
     except Exception:  # noqa: BLE001 - a reader without file names (torchvision, hfds bytes)
         return f'#{index}'
+    # an absolute path (an hfds/ dataset's source files) would put a local path into results.json
+    return os.path.basename(name) if os.path.isabs(name) else name
 
 
 def check_unreadable(split, accelerator=None, say=print) -> None:
