@@ -82,9 +82,14 @@ class NearTie(nn.Module):
 def test_under_amp_the_reported_predictions_are_the_float32_models():
     """--amp trains under autocast, but what is exported is the float32 model: evaluation must score that one."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     model = NearTie()
-    accelerator = Accelerator(cpu=True, mixed_precision='bf16')
-    with accelerator.autocast():
-        assert model(torch.zeros(1, 1, 28, 28)).argmax(-1).item() == 0  # what an autocast evaluation would say
-    (pred,), _ = predict([model], [GREY], FlatImages(), accelerator=accelerator, progress=False)
+    AcceleratorState._reset_state(reset_partial_state=True)  # Accelerate keeps one state per process
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision='bf16')
+        with accelerator.autocast():
+            assert model(torch.zeros(1, 1, 28, 28)).argmax(-1).item() == 0  # what an autocast evaluation would say
+        (pred,), _ = predict([model], [GREY], FlatImages(), accelerator=accelerator, progress=False)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert pred.tolist() == [1] * len(LEVELS)
