@@ -87,6 +87,23 @@ def build_fashion_hfds(folder: Path, out: Path) -> Path:
     return out
 
 
+def build_renamed_hfds(hfds: Path, out: Path, columns: dict) -> Path:
+    """A copy of an hfds/ folder with its columns renamed (``{'label': 'labels'}``), as many Hub datasets name them."""
+    import datasets
+    (out / 'data').mkdir(parents=True, exist_ok=True)
+    for parquet in sorted((hfds / 'data').glob('*.parquet')):
+        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(out.parent / 'hf-build-cache'))
+        ds.rename_columns(columns).to_parquet(str(out / 'data' / parquet.name))
+    return out
+
+
+@pytest.fixture(scope='session')
+def fashion_hfds_labels(fashion_hfds, tmp_path_factory) -> Path:
+    """The hfds/ dataset with its label column called ``labels`` (timm's reader looks for ``label``)."""
+    return build_renamed_hfds(fashion_hfds, tmp_path_factory.mktemp('fashion_hfds_labels') / 'labels_hfds',
+                              {'label': 'labels'})
+
+
 @pytest.fixture(scope='session')
 def fashion_folder(data_dir, tmp_path_factory) -> FolderDataset:
     return build_fashion_folder(tmp_path_factory.mktemp('fashion_folder'), data_dir)

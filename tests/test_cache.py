@@ -222,6 +222,31 @@ def test_each_models_eval_pass_is_paid_once(tmp_path):
     assert a.images == 24
 
 
+class RemappableImages(Images):
+    """Images whose targets go through ``target_transform``, as timm's and torchvision's datasets do."""
+    target_transform = None
+
+    def __getitem__(self, i):
+        img, target = super().__getitem__(i)
+        return img, target if self.target_transform is None else self.target_transform(target)
+
+
+def test_cached_predictions_are_keyed_by_the_targets_the_run_sees(tmp_path):
+    """A class map (or corrected label names) remaps the dataset's targets after an earlier run cached its
+    predictions: the later run must be scored against its own targets, not the stored ones."""
+    from timm_gkt.data.labels import remap_dataset_targets
+    prep = Preprocessing((1, 8, 8), (0.5,), (0.25,))
+    ds, cache, model = RemappableImages(), TeacherCache(tmp_path), PixelClassifier(0)
+    _, before = cached_predict(cache, [model], [prep], ds, progress=False)
+    assert before.tolist() == [i % C for i in range(12)]
+    remap_dataset_targets(ds, [3, 2, 1, 0])
+    (pred,), after = cached_predict(cache, [model], [prep], ds, progress=False)
+    assert after.tolist() == [3 - i % C for i in range(12)]
+    assert model.images == 24  # another key: computed again, not read back with the old targets
+    _, again = cached_predict(cache, [model], [prep], ds, progress=False)
+    assert torch.equal(again, after) and model.images == 24  # the remapped run's own entry is a hit
+
+
 # ----------------------------------------------------------------------------- exactness on a micro-zoo pair
 
 def drive(zoo, data_dir, method, cache=None, epochs=2, batches=3, batch_size=16):

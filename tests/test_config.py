@@ -64,11 +64,12 @@ def test_defaults_are_sgd_momentum_without_nesterov_and_no_label_smoothing():
     assert config.opt == 'momentum' and config.momentum == 0.9 and config.smoothing == 0.0
 
 
-def test_teachers_from_both_flags_keep_their_order_without_repeats():
+def test_teachers_from_both_flags_keep_their_order_and_their_repeats():
+    # a repeat is kept so that preflight can refuse it in one line (tests/test_preflight.py), not dropped silently
     config = parse_args(['--model', STUDENT, '--teachers', f'{TEACHER}, {TEACHER2}', '--transfer-teacher', TEACHER,
                          '--transfer-teacher', 'hf-hub:alice/t3'])
-    assert [t.text for t in config.teachers] == [TEACHER, TEACHER2, 'hf-hub:alice/t3']
-    assert config.teachers[2].source == 'hf-hub' and config.multi == 'sequential'
+    assert [t.text for t in config.teachers] == [TEACHER, TEACHER2, TEACHER, 'hf-hub:alice/t3']
+    assert config.teachers[3].source == 'hf-hub' and config.multi == 'sequential'
     assert parse_args(['--model', STUDENT, '--teachers', TEACHER]).multi is None  # one teacher: no mode
 
 

@@ -100,13 +100,38 @@ def test_seeded_eval_subset_keeps_every_class(student, fashion_folder, test_labe
     assert again.eval.subset['fingerprint'] == subset['fingerprint'] != other.eval.subset['fingerprint']
 
 
-def test_slices_of_one_split_share_its_dataset_and_may_not_overlap(student, fashion_folder, test_labels):
+def image_ids(split) -> list[int]:
+    """The Fashion-MNIST index each image of a folder split was written from (its file name)."""
+    from timm_gkt.data.unreadable import image_name
+    return [int(image_name(split.dataset, i).split('/')[-1].split('.')[0]) for i in range(len(split.dataset))]
+
+
+def test_slices_of_a_class_sorted_folder_hold_every_class_and_exclude_each_other(student, fashion_folder,
+                                                                                  test_labels):
+    """timm lists a folder's images class by class, so train[50%:] as a contiguous range was the last five classes
+    (and train[90%:] only 'Trouser'). Slices of such a source come from a seeded class-stratified order: each
+    holds every class in its share, the two never share an image, and --seed chooses which images."""
     root = str(fashion_folder.root)
-    data, _ = run(student, '--dataset', 'folder', '--data-dir', root, '--train-split', 'train[:50%]',
-                  '--val-split', 'train[50%:]')
+    data, lines = run(student, '--dataset', 'folder', '--data-dir', root, '--train-split', 'train[:50%]',
+                      '--val-split', 'train[50%:]')
     assert (data.train.images, data.eval.images) == (60, 60)
     assert data.eval.record()['read_as'] == 'train[50%:]'
-    assert targets(data.eval.dataset) == [int(test_labels[i]) for i in fashion_folder.indices['train'][60:]]
+    assert data.eval.record()['slice'] == 'class-stratified (the source is sorted by class), seed 42'
+    assert any('a slice of a source sorted by class, taken from a seeded class-stratified order (seed 42)' in line
+               for line in lines)
+    train_ids, eval_ids = image_ids(data.train), image_ids(data.eval)
+    assert sorted(train_ids + eval_ids) == sorted(fashion_folder.indices['train'])  # disjoint, together all 120
+    for split, ids in ((data.train, train_ids), (data.eval, eval_ids)):
+        # targets in the student's order are the labels of the images the split holds: 6 of each of the 10 classes
+        assert targets(split.dataset) == [int(test_labels[i]) for i in ids]
+        assert sorted(targets(split.dataset).count(c) for c in range(10)) == [6] * 10
+    tenth, _ = run(student, '--dataset', 'folder', '--data-dir', root, '--train-split', 'train[:90%]',
+                   '--val-split', 'train[90%:]')
+    assert len(tenth.eval.dataset) == 12 and set(targets(tenth.eval.dataset)) == set(range(10))  # every class
+    other, _ = run(student, '--dataset', 'folder', '--data-dir', root, '--train-split', 'train[:50%]',
+                   '--val-split', 'train[50%:]', '--seed', '7')
+    assert image_ids(other.eval) != eval_ids
+    assert sorted(targets(other.eval.dataset)) == sorted(targets(data.eval.dataset))
     with pytest.raises(DataSplitError, match=r"share 12 of 120 images; make the slices disjoint"):
         run(student, '--dataset', 'folder', '--data-dir', root, '--train-split', 'train[:72]', '--val-split',
             'train[60:]')

@@ -64,3 +64,32 @@ def test_models_come_back_in_the_mode_they_had_and_labels_can_be_reordered():
     (p_train, p_reordered), _ = predict([training, reordered], [GREY, GREY], FlatImages(), progress=False)
     assert training.training and not frozen.training and not reordered.training
     assert p_reordered.tolist() == [2 - c for c in p_train.tolist()]
+
+
+class NearTie(nn.Module):
+    """Logits 64.0 and 64.1 for every image: class 1 in float32, a tie (class 0) once bfloat16 rounds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(1, 2, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[64.0], [64.1]]))
+
+    def forward(self, x):
+        return self.head(x.new_ones(x.shape[0], 1))
+
+
+def test_under_amp_the_reported_predictions_are_the_float32_models():
+    """--amp trains under autocast, but what is exported is the float32 model: evaluation must score that one."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    model = NearTie()
+    AcceleratorState._reset_state(reset_partial_state=True)  # Accelerate keeps one state per process
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision='bf16')
+        with accelerator.autocast():
+            assert model(torch.zeros(1, 1, 28, 28)).argmax(-1).item() == 0  # what an autocast evaluation would say
+        (pred,), _ = predict([model], [GREY], FlatImages(), accelerator=accelerator, progress=False)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert pred.tolist() == [1] * len(LEVELS)

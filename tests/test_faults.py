@@ -188,7 +188,8 @@ def test_killed_and_resumed_run_ends_identical(install_kill, left_behind, refere
 def test_resume_with_another_student_is_refused(reference, micro_zoo, data_dir, capsys):
     out, run_dir, _ = reference
     ckpt = run_dir / 'checkpoints' / 'stage0-epoch1'
-    args = argv(micro_zoo, data_dir, out, 'reference', '--resume', str(ckpt))
+    # q_mlp as the student, so no longer among the teachers (a student that is also a teacher is refused first)
+    args = argv(micro_zoo, data_dir, out, 'reference', '--resume', str(ckpt), teachers=('q_vit',))
     args[1] = f'local-dir:{micro_zoo / "q_mlp"}'
     assert train.main(args) == boundary.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()

@@ -128,6 +128,18 @@ def test_expertise_classes_are_fewest_classes_holding_share_of_positive_flips(sh
     assert expertise_classes(pos, LABELS, NUM_CLASSES, share).tolist() == expected
 
 
+def test_expertise_classes_are_ordered_by_rate_not_by_count():
+    """Class 0 is large and holds 3 positive flips of 30 images (10 %); class 1 is small and holds 2 of 4 (50 %).
+    Ordered by per-class complementary knowledge (the rate), class 1 comes first and alone holds 40 % of the 5
+    flips; ordered by count, class 0 would."""
+    labels = torch.tensor([0] * 30 + [1] * 4)
+    pos = torch.zeros(34, dtype=torch.bool)
+    pos[[0, 1, 2, 30, 31]] = True
+    assert expertise_classes(pos, labels, 2, 40).tolist() == [1]
+    assert expertise_classes(pos, labels, 2, 41).tolist() == [1, 0]
+    assert expertise_classes(pos, labels, 2, 100).tolist() == [1, 0]
+
+
 def test_expertise_classes_empty_without_positive_flips():
     nothing = torch.zeros(10, dtype=torch.bool)
     assert expertise_classes(nothing, LABELS, NUM_CLASSES, 50).numel() == 0

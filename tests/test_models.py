@@ -132,17 +132,36 @@ def test_label_permutation_maps_teacher_logits_into_student_order():
     assert teacher_logits[:, perm].tolist() == [[0.0, 10.0, 20.0, 30.0]] * 2
 
 
-def test_label_permutation_is_none_when_aligned_or_unnamed():
+def test_label_permutation_is_none_when_aligned_or_trusted():
     names = ['a', 'b', 'c']
     assert label_permutation(names, list(names), 3, 3) is None
-    assert label_permutation(None, names, 3, 3) is None
-    assert label_permutation(names, None, 3, 3) is None
-    assert label_permutation(None, None, 3, 3) is None
+    assert label_permutation(None, names, 3, 3, trust_order=True) is None
+    assert label_permutation(names, None, 3, 3, trust_order=True) is None
+    assert label_permutation(None, None, 3, 3, trust_order=True) is None
 
 
-def test_label_permutation_rejects_different_name_sets():
-    with pytest.raises(LabelSpaceError, match='label names'):
-        label_permutation(['a', 'b', 'c'], ['a', 'b', 'd'], 3, 3)
+@pytest.mark.parametrize('student, teacher, unnamed', [(['a', 'b', 'c'], None, 'teacher t'),
+                                                       (None, ['a', 'b', 'c'], 'the student'),
+                                                       (None, None, 'teacher t')])
+def test_a_side_without_label_names_is_refused_like_a_student_unless_trusted(student, teacher, unnamed):
+    """A student without names needs --trust-label-order; a teacher without names is held to the same."""
+    with pytest.raises(LabelSpaceError) as info:
+        label_permutation(student, teacher, 3, 3, teacher='teacher t')
+    assert str(info.value).startswith(f'{unnamed} ') and 'has no label names' in str(info.value)
+    assert '--trust-label-order' in str(info.value)
+
+
+def test_label_permutation_matches_names_after_normalising():
+    """A student named by its class folders ('T-shirt_top') and a teacher by its config ('T-shirt/top')."""
+    perm = label_permutation(['T-shirt_top', 'ankle boot'], ['Ankle-boot', 'T-shirt/top'], 2, 2)
+    assert perm.tolist() == [1, 0]
+
+
+def test_label_permutation_rejects_different_name_sets_quoting_the_teachers_names():
+    with pytest.raises(LabelSpaceError, match='label names') as info:
+        label_permutation(['a', 'b', 'c'], ['a', 'b', 'd'], 3, 3, teacher='teacher t')
+    assert str(info.value) == ("teacher t has other label names than the student ('d', where the student has 'c'); "
+                               "use a teacher trained on the same classes.")
 
 
 def test_label_permutation_rejects_teacher_classes_missing_from_student():

@@ -96,18 +96,27 @@ def test_soup_of_one_is_that_state():
     assert out['w'].tolist() == [[1.0, -2.0]] and int(out['n']) == 5
 
 
-def test_soup_loads_into_a_batchnorm_model():
+def test_soup_loads_into_a_batchnorm_model_with_its_running_statistics_averaged():
+    """Each part's BatchNorm has seen other data: the soup's running mean and variance are the parts' averages
+    (floating buffers belong to the soup as much as the weights do); the step count comes from the first part."""
     def make(seed):
         torch.manual_seed(seed)
         m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        m.train()
+        m(torch.randn(16, 2) * (1 + 4 * seed) + 3 * seed)  # moves running_mean / running_var away from 0 / 1
         m[1].num_batches_tracked.fill_(seed + 1)
         return m
 
     models = [make(0), make(1)]
+    bn0, bn1 = models[0][1], models[1][1]
+    assert not torch.allclose(bn0.running_mean, bn1.running_mean, atol=0.1)
+    assert not torch.allclose(bn0.running_var, bn1.running_var, atol=0.1)
     merged = make(2)
     merged.load_state_dict(soup([m.state_dict() for m in models]))
     expected_w = (models[0][0].weight + models[1][0].weight) / 2
     assert torch.allclose(merged[0].weight, expected_w)
+    assert torch.allclose(merged[1].running_mean, (bn0.running_mean + bn1.running_mean) / 2)
+    assert torch.allclose(merged[1].running_var, (bn0.running_var + bn1.running_var) / 2)
     assert int(merged[1].num_batches_tracked) == 1
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets_fixture import fashion_folder, fashion_hfds, fashion_hfds_labels  # noqa: F401
 from timm_gkt import train
 from timm_gkt.transfer.rundir import RUN_STATE, SCHEDULER_STATE
 
@@ -25,7 +26,35 @@ def models(tmp_path_factory, export_tiny):
     _, hundred = export_tiny(root / 'hundred', seed=3, label_names=[f'class{i}' for i in range(100)])
     (root / 'no_config').mkdir()
     return {'student': student_spec, 'teacher': teacher_spec, 'other_labels': other_labels, 'hundred': hundred,
-            'no_config': f'local-dir:{root / "no_config"}', 'student_model': student}
+            'no_config': f'local-dir:{root / "no_config"}', 'student_model': student,
+            **broken_models(root, export_tiny)}
+
+
+def broken_models(root: Path, export_tiny) -> dict:
+    """Models a transfer cannot use although their folders load: NaN weights, no head, 4 input channels,
+    no label names; and a copy of the student under another name."""
+    import shutil
+
+    import timm
+    import torch
+    from timm.models import save_for_hf
+    from conftest import FASHION_LABELS, tiny_vit
+    nan = tiny_vit(seed=5)
+    with torch.no_grad():
+        nan.head.weight[0, :3] = float('nan')
+    headless = tiny_vit(seed=6)
+    headless.reset_classifier(0)
+    four = timm.create_model('test_vit', num_classes=10, in_chans=4, img_size=28, patch_size=7, depth=1)
+    save_for_hf(four, root / 'four_channels', model_config={'label_names': list(FASHION_LABELS)},
+                data_config={'input_size': (4, 28, 28), 'mean': (0.5,) * 4, 'std': (0.5,) * 4, 'crop_pct': 1.0},
+                safe_serialization=True)
+    save_for_hf(tiny_vit(seed=7), root / 'unnamed', data_config={'input_size': (1, 28, 28), 'mean': (0.286,),
+                                                                 'std': (0.353,), 'crop_pct': 1.0},
+                safe_serialization=True)
+    shutil.copytree(root / 'student', root / 'student_copy')
+    return {'nan': export_tiny(root / 'nan', nan)[1], 'headless': export_tiny(root / 'headless', headless)[1],
+            'four_channels': f'local-dir:{root / "four_channels"}', 'unnamed': f'local-dir:{root / "unnamed"}',
+            'student_copy': f'local-dir:{root / "student_copy"}'}
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +198,70 @@ def test_bad_resume_checkpoints(case, words, tmp_path, data_dir, models, capsys)
 def test_bad_models_and_label_spaces(student, teachers, words, tmp_path, data_dir, models, capsys):
     assert words in refuse(tmp_path, data_dir, models, capsys, student=models.get(student, student),
                            teachers=teachers)
+
+
+@pytest.mark.parametrize('dry_run', [True, False])
+@pytest.mark.parametrize('student, teachers, words', [
+    ('student', 'nan', 'error: teacher nan has 3 non-finite values (NaN or inf) in its weights'),
+    ('nan', 'teacher', 'error: student nan has 3 non-finite values (NaN or inf) in its weights'),
+    ('student', 'headless', 'error: teacher headless has no classifier head (num_classes=0): its outputs are pooled '
+                            'features, not class logits'),
+    ('headless', 'teacher', 'error: student headless has no classifier head (num_classes=0)'),
+    ('student', 'four_channels', 'error: teacher four_channels reads 4-channel images, and images can only be given '
+                                 '1 (grey) or 3 (RGB) channels'),
+    ('student', 'unnamed', 'error: teacher unnamed has no label names, so the class order of teacher unnamed cannot '
+                           'be checked against the student\'s;'),
+    ('student', 'student', 'is the student itself, which has no knowledge to add to itself'),
+    ('student', 'teacher,teacher', 'is listed twice (also as local-dir:'),
+    ('student', 'student_copy', 'error: teacher student_copy has exactly the student\'s weights'),
+])
+def test_teachers_are_checked_as_hard_as_students(student, teachers, words, dry_run, tmp_path, data_dir, models,
+                                                  capsys):
+    """Each was accepted before (a NaN teacher trained to the end, an unnamed one with a warning, a 4-channel one
+    passed the dry run and failed mid-run as an unexpected error, repeats were dropped without a word); now
+    each is one sentence before anything is evaluated, the dry run included (local weights are loaded for it)."""
+    line = refuse(tmp_path, data_dir, models, capsys, *(['--dry-run'] if dry_run else []),
+                  student=models.get(student, student), teachers=teachers)
+    assert line.startswith(words) if words.startswith('error:') else words in line
+
+
+def test_an_unnamed_teacher_is_accepted_on_trust_with_one_warning(tmp_path, data_dir, models, capsys):
+    code = train.main(['--model', models['student'], '--teachers', models['unnamed'], '--data-dir', str(data_dir),
+                       '--output', str(tmp_path / 'out'), *FAST, '--dry-run', '--trust-label-order'])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert 'warning: teacher unnamed has no label names; its 10 classes are taken to be in the same order' in out
+
+
+@pytest.mark.parametrize('damage, words', [
+    ('config', 'config.json is not valid JSON'),
+    ('weights', 'model.safetensors is truncated or damaged'),
+])
+@pytest.mark.parametrize('role', ['student', 'teacher'])
+def test_broken_model_files(damage, words, role, tmp_path, data_dir, models, capsys):
+    import shutil
+    folder = tmp_path / 'broken'
+    shutil.copytree(Path(models['teacher'].split(':', 1)[1]), folder)
+    if damage == 'config':
+        (folder / 'config.json').write_text('{"architecture": ')
+    else:
+        with open(folder / 'model.safetensors', 'r+b') as f:
+            f.truncate(1000)
+    spec = f'local-dir:{folder}'
+    line = refuse(tmp_path, data_dir, models, capsys, student=spec if role == 'student' else None,
+                  teachers=spec if role == 'teacher' else 'teacher')
+    assert words in line
+
+
+def test_an_hfds_label_column_under_another_name(tmp_path, tmp_path_factory, data_dir, models, capsys,
+                                                 fashion_hfds_labels):
+    cache = tmp_path_factory.mktemp('datasets_cache')  # the datasets library's own cache is not the run's to keep
+    line = refuse(tmp_path, data_dir, models, capsys, '--dataset', f'hfds/{fashion_hfds_labels}', '--data-dir',
+                  str(cache))
+    assert line == (f'error: hfds/{fashion_hfds_labels} split train has no label column \'label\' (its columns: '
+                    f'image, labels); name the label column with --target-key labels')
+    line = refuse(tmp_path, data_dir, models, capsys, '--target-key', 'labels')
+    assert line == ('error: --target-key names columns of hfds/ datasets; torch/fashion_mnist has none, so remove it')
 
 
 # ----------------------------------------------------------------------------- the schedule

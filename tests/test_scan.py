@@ -16,6 +16,7 @@ from timm_gkt.data.sources import FASHION_MNIST_LABELS
 from timm_gkt.models.load import load_model
 from timm_gkt.evaluation.scans import format_matrix, format_scan, pairwise_matrix, scan
 from timm_gkt.cli.scan import main
+from datasets_fixture import fashion_folder, fashion_hfds, fashion_hfds_labels  # noqa: F401
 
 EVAL_SUBSET = 64
 DATASET = 'torch/fashion_mnist'
@@ -248,3 +249,63 @@ def test_cli_unknown_model_exits_2_with_a_one_line_hint(capsys):
     assert captured.out == ''
     assert len(err.splitlines()) == 1
     assert err.startswith('error: ') and 'Did you mean' in err and 'test_vit' in err
+
+
+# --- the error boundary: broken inputs end in one line, before anything is evaluated ----------------
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    def evaluated(*args, **kwargs):
+        raise AssertionError('scan evaluated a bad input')
+    monkeypatch.setattr('timm_gkt.evaluation.scans.predict', evaluated)
+
+
+def broken_copy(spec: str, tmp_path, damage: str) -> str:
+    import shutil
+    from pathlib import Path
+    folder = tmp_path / f'{damage}_model'
+    shutil.copytree(Path(spec.split(':', 1)[1]), folder)
+    if damage == 'config':
+        (folder / 'config.json').write_text('{"architecture": ')
+    else:
+        with open(folder / 'model.safetensors', 'r+b') as f:
+            f.truncate(1000)
+    return f'local-dir:{folder}'
+
+
+@pytest.mark.parametrize('damage, words', [
+    ('config', 'config.json is not valid JSON (Expecting value: line 1 column 18 (char 17)); restore the file'),
+    ('weights', 'model.safetensors is truncated or damaged'),
+])
+def test_cli_broken_model_files_exit_2_with_one_line(damage, words, zoo, data_dir, tmp_path, capsys, no_evaluation):
+    _, specs = zoo
+    bad = broken_copy(specs['other'], tmp_path, damage)
+    for student, teacher in ((bad, specs['student']), (specs['student'], bad)):
+        assert main(['--student', student, '--teachers', teacher, '--data-dir', str(data_dir),
+                     '--eval-subset', str(EVAL_SUBSET)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: ') and words in err[0], err
+
+
+def test_cli_hfds_label_column_is_named_with_target_key(zoo, fashion_hfds, fashion_hfds_labels, tmp_path, capsys,
+                                                        monkeypatch):
+    """A label column called 'labels': one line naming the column looked for and the columns there are, before
+    any evaluation; --target-key labels (timm's flag) reads it."""
+    _, specs = zoo
+    argv = ['--student', specs['student'], '--teachers', specs['other'], '--dataset', f'hfds/{fashion_hfds_labels}',
+            '--data-dir', str(tmp_path / 'cache'), '--json']
+    with monkeypatch.context() as m:
+        m.setattr('timm_gkt.evaluation.scans.predict', lambda *a, **k: pytest.fail('evaluated a bad input'))
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f'error: hfds/{fashion_hfds_labels} split validation has no label column \'label\' (its '
+                       f'columns: image, labels); name the label column with --target-key labels')
+    assert [line for line in err if 'error:' in line] == [err[-1]]
+    assert main([*argv, '--target-key', 'labels']) == 0
+    result = json.loads(capsys.readouterr().out)
+    argv[argv.index('--dataset') + 1] = f'hfds/{fashion_hfds}'  # the same images, the label column named 'label'
+    assert main(argv) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert result['eval_samples'] == same['eval_samples'] == 200
+    assert result['student_top1'] == same['student_top1'] and result['teachers'][0]['rho_pos'] == \
+        same['teachers'][0]['rho_pos']

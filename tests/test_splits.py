@@ -75,7 +75,8 @@ def test_folder_splits(fashion_folder, tmp_path):
     val = resolve_split('', root, 'val')  # timm's synonyms, in timm's order
     assert (val.timm_split, val.note) == ('validation', 'split val read from folder validation/')
     with pytest.raises(DataSplitError, match=r"split 'test' has no folder under .* \(it has train, validation\); "
-                                             r"pass the split whose folder holds the images, e\.g\. --val-split train"):
+                                             r"pass --val-split validation, or carve one out of train: --train-split "
+                                             r"\"train\[:90%\]\" --val-split \"train\[90%:\]\""):
         resolve_split('', root, 'test')
     with pytest.raises(DataSplitError, match='data folder .*nope does not exist'):
         resolve_split('', tmp_path / 'nope', 'train')

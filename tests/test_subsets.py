@@ -74,3 +74,17 @@ def test_targets_of_torchvision(data_dir):
     assert torch.equal(dataset_targets(ModeDataset(ds, 'L')), ds.targets)
     part, record = take_subset(ds, 100, seed=42)
     assert record['per_class'] == [10] * 10 and len(part) == 100
+
+
+def test_every_stretch_of_the_stratified_order_holds_each_class_in_its_share():
+    """The order slices of class-sorted sources are taken from: classes of 30, 10 and 60 images, sorted by class."""
+    from timm_gkt.data.subsets import is_class_sorted, stratified_order
+    targets = torch.tensor([0] * 30 + [1] * 10 + [2] * 60)
+    assert is_class_sorted(targets) and not is_class_sorted(targets.flip(0)) and not is_class_sorted(torch.zeros(5))
+    order = stratified_order(targets, seed=3)
+    assert sorted(order.tolist()) == list(range(100)) and torch.equal(order, stratified_order(targets, seed=3))
+    assert not torch.equal(order, stratified_order(targets, seed=4))
+    for start, stop in ((0, 10), (90, 100), (0, 50), (37, 61)):
+        counts = torch.bincount(targets[order[start:stop]], minlength=3).tolist()
+        share = [(stop - start) * c / 100 for c in (30, 10, 60)]
+        assert all(abs(n - s) <= 1 for n, s in zip(counts, share)), (start, stop, counts)

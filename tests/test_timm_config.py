@@ -81,7 +81,7 @@ def test_timm_config_through_parse_args(tmp_path, capsys):
     assert config.dataset == '' and config.val_split == 'validation'  # timm's '' is its image folder reader
     assert config.data_dir == str(tmp_path)  # the command line overrides the config
     # timm defaults do not become the transfer's: timm_gkt's own defaults apply
-    assert config.weight_decay == 1e-4 and config.warmup_epochs == 0 and config.scale == (0.8, 1.0)
+    assert config.weight_decay == 1e-4 and config.warmup_epochs == 0 and config.scale == (1.0, 1.0)
     assert config.output == 'output/train' and config.experiment == ''
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('warning: ignoring timm train.py settings timm_gkt does not use: ')

@@ -30,6 +30,7 @@ INTERRUPTED = ('interrupted; continue with the same flags and --resume auto (wit
 
 
 def run(config: TransferConfig) -> int:
+    from timm_gkt.cli.checks import check_above_chance
     from timm_gkt.cli.finish import report_and_publish
     from timm_gkt.transfer.control import run_control
     from timm_gkt.transfer.engine import measure_baseline, open_run_dir, order_stages, run_stages
@@ -42,8 +43,9 @@ def run(config: TransferConfig) -> int:
         return EXIT_OK
     if config.control:  # its cost, before it is spent
         plan.say(control_cost(config, stage_count(plan)).strip())
-    open_run_dir(plan)
     baseline = measure_baseline(plan)
+    check_above_chance(plan, baseline)  # before the run folder exists: a refusal writes nothing
+    open_run_dir(plan)
     ordered, stages = order_stages(plan, baseline)
     transfer = run_stages(plan, baseline, stages)
     control = run_control(plan, baseline, transfer, stages) if config.control else None

@@ -158,9 +158,9 @@ class RunCache:
         self.cache, self.precision = cache, precision
 
     def predict(self, models, preprocessings, dataset, accelerator=None, **predict_kwargs):
-        """Predictions (or, with ``logits=True``, logits) of each model, read where cached."""
-        return cached_predict(self.cache, models, preprocessings, dataset, self.precision, accelerator,
-                              **predict_kwargs)
+        """Predictions (or, with ``logits=True``, logits) of each model, read where cached; evaluation runs in
+        float32 whatever the training precision (timm_gkt.evaluation.predictions)."""
+        return cached_predict(self.cache, models, preprocessings, dataset, 'float32', accelerator, **predict_kwargs)
 
     def wrap(self, frozen, replay_dataset):
         """A stage's FrozenModels reading and filling the cache; keyed by what decides their outputs (a stage-2

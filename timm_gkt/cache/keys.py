@@ -204,6 +204,7 @@ def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: st
     network plus the permutation, so a model's predictions are shared by the runs where it
     is the student and those where it is an aligned teacher.
     """
+    from ..data.subsets import targets_as_seen
     from ..models.frozen import InStudentOrder
     label_perm = None
     if isinstance(model, InStudentOrder):
@@ -214,6 +215,8 @@ def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: st
         'eval_transform': describe(preprocessing.eval_transform()), 'mode': preprocessing.image_mode,
         'label_perm': None if label_perm is None else label_perm.tolist(),
         'data': dataset_fingerprint(dataset),
+        # the stored targets come back with a hit: they must be the run's, after any class remap
+        'targets': _hash_bytes(tensor_bytes(targets_as_seen(dataset))),
         'precision': precision, 'device': _device_type(model),
         'software': software_versions(),
     })

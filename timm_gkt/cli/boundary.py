@@ -8,14 +8,17 @@ exit 2.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInput, TrainingFailed
 
 DEBUG_ENV = 'TIMM_GKT_DEBUG'
+STATUS_DIR_ENV = 'TIMM_GKT_STATUS_DIR'  # set by timm_gkt.launch for the processes it starts
 EXIT_OK = 0
 EXIT_ERROR = 1  # failed during the run (non-finite loss, export or push failure, anything unexpected)
 EXIT_BAD_INPUT = 2  # refused before any compute
@@ -52,5 +55,18 @@ def fail(message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     # one line, even when a library's message had several
-    print('error: ' + ' '.join(message.split('\n')), file=sys.stderr)
+    emit('error: ' + ' '.join(message.split('\n')), code)
     return code
+
+
+def emit(line: str, code: int) -> None:
+    """The error line on stderr; under ``timm_gkt.launch`` into the launcher's status folder instead, so that N
+    processes failing alike end in one line (the launcher prints it) and the launcher knows each one's code."""
+    status_dir = os.environ.get(STATUS_DIR_ENV)
+    if not status_dir:
+        print(line, file=sys.stderr)
+        return
+    path = Path(status_dir) / f'rank{os.environ.get("RANK", "0")}.json'
+    tmp = path.with_suffix('.partial')
+    tmp.write_text(json.dumps({'code': code, 'line': line}))
+    tmp.replace(path)

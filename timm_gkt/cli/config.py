@@ -39,6 +39,8 @@ class TransferConfig:
     class_map: str = ''
     trust_label_order: bool = False
     dataset_download: bool = False
+    input_key: str | None = None  # hfds/ columns (timm's reader: 'image', 'label')
+    target_key: str | None = None
     train_subset: int = 0
     eval_subset: int = 0
     data_in_memory: bool = False
@@ -63,8 +65,8 @@ class TransferConfig:
     warmup_lr: float = 1e-5
     min_lr: float = 0.0
     # augmentation
-    scale: tuple[float, float] = (0.8, 1.0)
-    ratio: tuple[float, float] = (0.9, 1.1)
+    scale: tuple[float, float] = (1.0, 1.0)
+    ratio: tuple[float, float] = (1.0, 1.0)
     hflip: float = 0.5
     vflip: float = 0.0
     color_jitter: float = 0.0
@@ -87,6 +89,7 @@ class TransferConfig:
     mcl_interval: int = 2
     multi_teacher: str = 'sequential'
     teacher_order: str = 'ascending'
+    allow_below_chance: bool = False
     teacher_cache: str | None = None
     teacher_cache_storage: str = 'float32'
     dry_run: bool = False

@@ -13,8 +13,8 @@ AUTO_TEACHERS = 'auto'
 
 
 def teacher_specs(teachers: str, transfer_teacher=()) -> list[str]:
-    specs = [t.strip() for t in (teachers or '').split(',') if t.strip()] + list(transfer_teacher)
-    return list(dict.fromkeys(specs))  # keep order, drop repeats
+    # repeats are kept: preflight refuses them in one line instead of dropping one without a word
+    return [t.strip() for t in (teachers or '').split(',') if t.strip()] + list(transfer_teacher)
 
 
 def resolve_teachers(ns) -> tuple[tuple, tuple]:

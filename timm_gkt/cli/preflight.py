@@ -27,8 +27,12 @@ from ..models.weights import WeightsCheck, check_weights_available
 from ..transfer.methods import Method
 from ..transfer.rundir import check_checkpoint, check_resume_matches, check_run_folder, resolve_run_dir, student_fingerprint
 from ..transfer.stages import batches_per_process, plan_stages, updates_per_epoch
+from .checks import (
+    align_teachers, check_distinct_models, check_models, check_models_answer, check_not_student_weights,
+)
 from .config import TransferConfig, check_flags, flag_name
 from .decisions import control_cost
+from .processes import describe_processes, requested_processes
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Plan:
     weights: list[WeightsCheck] = field(default_factory=list)
     cache: RunCache | None = None  # --teacher-cache, as the engine uses it
     selection: dict | None = None  # --teachers auto: the choice (timm_gkt.cli.selection); the stages keep its order
+    processes_requested: int | None = None  # what the launcher asked for (timm_gkt.cli.processes)
 
     @property
     def method(self) -> Method:
@@ -66,8 +71,12 @@ class Plan:
 def preflight(config: TransferConfig) -> Plan:
     from accelerate.utils import set_seed
     check_flags(config)
+    check_distinct_models(config)
     accelerator = create_accelerator(config)
     say = accelerator.print
+    requested = requested_processes()
+    for line in describe_processes(accelerator, requested):  # the run header says how many run, and warns
+        say(line)
     for spec in (config.model, *config.teacher_candidates):  # short names were resolved when the flags were parsed
         if spec.note:
             say(spec.note)
@@ -84,24 +93,31 @@ def preflight(config: TransferConfig) -> Plan:
         check_cache_dir(config.teacher_cache, config.teacher_cache_storage)
     # seeded before the first model is created: creating a network draws its initial weights from the RNG
     set_seed(config.seed)
-    # a dry run has checked that the weights exist; it creates the models without them (labels, sizes, counts),
+    # a dry run has checked that the weights exist; it loads only those already on this machine (never a download),
     # unless it must scan a teacher pool to print the choice
-    load_weights = not config.dry_run or config.auto_teachers
+    loaded = {w.spec.text: not config.dry_run or config.auto_teachers or w.where in ('local-dir', 'cache')
+              for w in weights}
+    load_weights = loaded[config.model.text]
     student = load_model(config.model, pretrained=config.pretrained and load_weights,
                          checkpoint=(config.initial_checkpoint or None) if load_weights else None)
     fingerprint = student_fingerprint(student.model)
     if resume_state is not None and load_weights:
         check_resume_matches(resume_from, resume_state, fingerprint, config.model.text, config.transfer_method)
-    teachers = load_teachers(config, student, say, pretrained=load_weights)
+    teachers = load_teachers(config, loaded)
+    check_models(student, teachers, loaded)  # channels, a head, finite weights: before classes are matched
     data = open_data(config, source, student, say)
     student.label_names = data.head_label_names  # what the exported config.json says the head predicts
+    align_teachers(config, student, teachers, say)  # after the dataset named a student that had no names
+    check_models_answer(student, teachers, data.eval.dataset, loaded)
+    if all(loaded.values()):
+        check_not_student_weights(student, teachers)
     if config.data_in_memory:
         check_fits_in_memory(len(data.train.dataset), student.preprocessing.input_size)
     check_schedule(config, len(data.train.dataset), accelerator.num_processes)
     cache = RunCache(TeacherCache(config.teacher_cache, config.teacher_cache_storage), frozen_precision(accelerator)) \
         if config.teacher_cache else None
     return Plan(config, accelerator, student, read_model_config(config.model) or {}, teachers, data, run_dir,
-                resume_from, fingerprint, weights, cache)
+                resume_from, fingerprint, weights, cache, processes_requested=requested[0])
 
 
 def frozen_precision(accelerator) -> str:
@@ -169,18 +185,9 @@ def push_target(config: TransferConfig) -> PushTarget | None:
                       max_p_value=config.push_max_pvalue, beat_control=config.push_beat_control)
 
 
-def load_teachers(config: TransferConfig, student: ResolvedModel, say, pretrained: bool = True) -> dict[str, Teacher]:
-    teachers = {}
-    for spec in config.teacher_candidates:
-        t = Teacher.load(spec, student, pretrained=pretrained)
-        if t.label_perm is not None:
-            say(f'note: teacher {t.name} orders its classes differently; its logits are mapped to the student\'s '
-                f'classes by label name')
-        elif not (student.label_names and t.label_names):
-            say(f'warning: {"student" if not student.label_names else "teacher " + t.name} has no label names; '
-                f'trusting that the {t.num_classes} classes are in the same order')
-        teachers[spec.text] = t
-    return teachers
+def load_teachers(config: TransferConfig, loaded: dict[str, bool]) -> dict[str, Teacher]:
+    """Every teacher's network (with its weights where ``loaded`` says so); classes are matched later."""
+    return {spec.text: Teacher.load(spec, pretrained=loaded[spec.text]) for spec in config.teacher_candidates}
 
 
 _WHERE = {'cache': 'in the Hugging Face cache', 'hub': 'on the Hub (not downloaded by a dry run)',

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
 from .boundary import guarded
 from .config import DEFAULT_DATA_DIR, DEFAULT_DATASET, check_dataset_named
 
@@ -33,6 +34,8 @@ def scan_command(argv: list[str]) -> int:
                                                      'train/test torchvision datasets, else validation)')
     p.add_argument('--class-map', default='', help='as for train.py')
     p.add_argument('--trust-label-order', action='store_true', help='as for train.py')
+    p.add_argument('--input-key', default=None, metavar='COLUMN', help='as for train.py (hfds/ image column)')
+    p.add_argument('--target-key', default=None, metavar='COLUMN', help='as for train.py (hfds/ label column)')
     p.add_argument('-b', '--batch-size', type=int, default=256)
     p.add_argument('-j', '--workers', type=int, default=0)
     p.add_argument('--eval-subset', type=int, default=0,
@@ -46,10 +49,11 @@ def scan_command(argv: list[str]) -> int:
     common = dict(dataset=args.dataset or DEFAULT_DATASET, data_dir=args.data_dir or DEFAULT_DATA_DIR,
                   split=args.val_split, batch_size=args.batch_size, workers=args.workers, eval_subset=args.eval_subset,
                   class_map=args.class_map, trust_label_order=args.trust_label_order, seed=args.seed,
-                  say=lambda line: print(line, file=sys.stderr))
+                  say=lambda line: print(line, file=sys.stderr),
+                  **{k: v for k, v in (('input_key', args.input_key), ('target_key', args.target_key)) if v})
     check_dataset_named(args.dataset, args.data_dir)
     if args.zoo:
-        index = json.loads((Path(args.zoo) / 'index.json').read_text())
+        index = read_zoo_index(Path(args.zoo))
         specs = [f"local-dir:{Path(args.zoo) / m['name']}" for m in index['models']]
         result = pairwise_matrix(specs, **common)
         print(json.dumps(result, indent=2) if args.json else format_matrix(result, args.markdown))
@@ -63,3 +67,16 @@ def scan_command(argv: list[str]) -> int:
     print(json.dumps(result, indent=2) if args.json else '\n'.join([format_scan(result), *format_prediction(result)]))
     return 0
 
+
+def read_zoo_index(zoo: Path) -> dict:
+    path = zoo / 'index.json'
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f'{path} does not exist; give --zoo a folder with index.json (as studies.zoo.build writes '
+                          f'it), or scan with --student and --teachers') from None
+    except ValueError as e:
+        raise ConfigError(f'{path} is not valid JSON ({str(e)[:80]}); restore the file') from None
+    if not isinstance(index, dict) or not isinstance(index.get('models'), list):
+        raise ConfigError(f'{path} lists no models; write {{"models": [{{"name": FOLDER}}, ...]}}')
+    return index

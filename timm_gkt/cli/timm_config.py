@@ -70,7 +70,7 @@ TIMM_RENAMED = {'data': 'data_dir'}
 
 # describe the user's model and data, not a recipe: used whenever they hold a value
 TIMM_SETUP_KEYS = frozenset({'model', 'dataset', 'data', 'data_dir', 'train_split', 'val_split', 'class_map',
-                             'dataset_download'})
+                             'dataset_download', 'input_key', 'target_key'})
 
 # timm_gkt has these flags, but in timm's args.yaml they name timm's own run, not this one
 TIMM_RUN_KEYS = {
@@ -133,7 +133,6 @@ TIMM_REFUSED_KEYS: dict[str, str] = {
                      'kd_teacher_feature_dim', 'kd_token_distill_type', 'distill_loss_weight', 'task_loss_weight'), _KD),
     'pretrained_path': 'loads other weights into the student; give them as local-dir: or --initial-checkpoint',
     'input_img_mode': 'the channel mode comes from each model\'s input size',
-    'input_key': 'column and file selection of timm\'s readers', 'target_key': 'column selection of timm\'s readers',
     'dataset_trust_remote_code': 'runs a dataset\'s loading script; convert the dataset to parquet or folders',
 }
 

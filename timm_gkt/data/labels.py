@@ -14,27 +14,12 @@ and predicts the names it says it predicts.
 """
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import LabelSpaceError
-
-# Characters that name the same class in different places: folder names cannot hold '/',
-# Python identifiers turn '-' and ' ' into '_', HF datasets keep spaces.
-_SEPARATORS = ('_', '/', '-')
-
-
-def normalize_label_name(name: str) -> str:
-    """Case-folded name with ``_``, ``/``, ``-`` and runs of white space reduced to one space.
-
-    Other punctuation is kept, so ``'tench, Tinca tinca'`` only matches itself up to case.
-    """
-    text = unicodedata.normalize('NFKC', str(name)).casefold()
-    for sep in _SEPARATORS:
-        text = text.replace(sep, ' ')
-    return ' '.join(text.split())
+from ..models.load import normalize_label_name  # one rule for dataset and teacher names
 
 
 # ----------------------------------------------------------------------------- reading names

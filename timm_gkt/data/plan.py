@@ -20,8 +20,9 @@ from ..errors import ConfigError, DataUnavailableError
 from .sources import create_image_dataset
 from .labels import LabelMatch, align_dataset_labels, check_class_map_covers, dataset_label_names, read_class_map
 from ..report.public import hub_dataset_id, public_dataset_ref, public_path
-from .splits import ResolvedSplit, apply_slice, check_disjoint, dataset_kind, resolve_split
+from .splits import ResolvedSplit, check_disjoint, dataset_kind, resolve_split, take_slice
 from .subsets import take_subset
+from .unreadable import CountedReads
 
 # what to do when timm or torchvision cannot read a split, per dataset kind
 _READ_FIXES = {
@@ -44,6 +45,10 @@ def check_data_source(config) -> dict | None:
     Returns the class map as ``{folder name: index}``, or None without ``--class-map``.
     """
     kind = dataset_kind(config.dataset)
+    given = [f'--{k.replace("_", "-")}' for k in reader_kwargs(config)]
+    if given and kind != 'hfds':
+        raise ConfigError(f'{" and ".join(given)} name{"s" if len(given) == 1 else ""} columns of hfds/ datasets; '
+                          f'{config.dataset} has none, so remove {"it" if len(given) == 1 else "them"}')
     if config.class_map and kind not in ('folder', 'hfds'):
         raise ConfigError(f'--class-map applies to folder and hfds/ datasets; {config.dataset} fixes its own class '
                           f'order, so remove the flag')
@@ -70,15 +75,22 @@ def resolve_splits(config) -> tuple[ResolvedSplit, ResolvedSplit]:
     return train, evaluation
 
 
+def reader_kwargs(config) -> dict:
+    """timm's ``input_key`` / ``target_key`` of hfds/ readers, when given (``--input-key`` / ``--target-key``)."""
+    return {k: getattr(config, k) for k in ('input_key', 'target_key') if getattr(config, k, None)}
+
+
 def read_split(config, split: ResolvedSplit):
     """The whole base split (before slicing) as a timm dataset; reading errors become one sentence."""
     kind = dataset_kind(config.dataset)
-    root, kwargs = Path(config.data_dir), {}
+    root, kwargs = Path(config.data_dir), reader_kwargs(config)
     if kind == 'folder' and root.is_dir():
         # the split folder itself, so timm never searches and never falls back to the whole data root
         root, kwargs['search_split'] = root / split.timm_split, False
     if config.class_map:
         kwargs['class_map'] = _class_map_path(config)
+    if kind == 'hfds':  # timm's reader does not check its columns; a missing one would fail mid-evaluation
+        check_hfds_columns(config, split, _hfds_split(config, split))
     try:
         return create_image_dataset(config.dataset, root, split.timm_split, download=config.dataset_download,
                                     **kwargs)
@@ -90,6 +102,34 @@ def read_split(config, split: ResolvedSplit):
                                    f'({detail}); {_READ_FIXES.get(kind, "check --dataset and --data-dir")}') from None
 
 
+def _hfds_split(config, split: ResolvedSplit):
+    """The split as the datasets library holds it (memory-mapped; timm's reader opens the same files)."""
+    import datasets
+    try:
+        return datasets.load_dataset(config.dataset.split('/', 1)[1], split=split.timm_split,
+                                     cache_dir=str(config.data_dir) or None)
+    except Exception:  # noqa: BLE001 - unreadable for another reason: timm's reader says why, below
+        return None
+
+
+def check_hfds_columns(config, split: ResolvedSplit, hf_dataset) -> None:
+    """The image and label columns timm's hfds reader will read exist; the sentence names the columns there are
+    (timm would fail later, mid-evaluation, or find no class names)."""
+    if hf_dataset is None:
+        return
+    import datasets
+    columns, features = list(hf_dataset.column_names), hf_dataset.features or {}
+    wanted = (('--input-key', config.input_key or 'image', 'image', datasets.Image),
+              ('--target-key', config.target_key or 'label', 'label', datasets.ClassLabel))
+    for flag, keys, what, kind in wanted:
+        missing = [k for k in keys.split(',') if k.strip() not in columns]
+        if missing:
+            likely = [c for c in columns if isinstance(features.get(c), kind)]
+            raise DataUnavailableError(f'{config.dataset} split {split.timm_split} has no {what} column '
+                                       f'{missing[0]!r} (its columns: {", ".join(columns)}); name the {what} '
+                                       f'column with {flag} {likely[0] if likely else "COLUMN"}')
+
+
 @dataclass
 class SplitData:
     """One split as the run reads it: sliced, its targets in the student's class order, subset."""
@@ -99,6 +139,8 @@ class SplitData:
     images: int  # images in the (sliced) split, before the subset
     subset: dict  # timm_gkt.subsets.take_subset's record
     labels: LabelMatch
+    sliced: str | None = None  # how a slice was taken (timm_gkt.data.splits.take_slice), None when not sliced
+    unreadable: dict | None = None  # images that could not be read (timm_gkt.data.unreadable), once a pass found any
 
     def record(self) -> dict:
         m = self.labels
@@ -106,7 +148,9 @@ class SplitData:
             'split': self.split.requested,
             'read_as': self.split.timm_split + (f'[{self.split.slice.start or ""}:{self.split.slice.stop or ""}]'
                                                 if self.split.slice.sliced else ''),
+            'slice': self.sliced,
             'images': self.images, 'subset': self.subset,
+            'unreadable': self.unreadable or {'count': 0, 'of': len(self.dataset), 'examples': []},
             'labels': {'verified_by': m.verified_by,
                        'target_map': list(m.target_map) if m.target_map is not None else None,
                        'normalised': [list(pair) for pair in m.normalised],
@@ -190,7 +234,10 @@ def open_data(config, source: DataSource, student, say=print) -> RunData:
 def _open_split(config, role: str, split: ResolvedSplit, base, student, name: str, source: DataSource,
                 say) -> SplitData:
     """Steps 3 and 4 for one split of an opened base dataset."""
-    ds = apply_slice(base, split.slice)
+    ds, sliced = take_slice(base, split.slice, config.seed)
+    if sliced and sliced != 'contiguous':
+        say(f'note: {name} {split.requested}: a slice of a source sorted by class, taken from a seeded '
+            f'class-stratified order (seed {config.seed}) so that it holds every class in its share')
     match = align_dataset_labels(ds, student.model, model_name=student.name, dataset=f'{name} {split.requested}',
                                  trust_order=config.trust_label_order, class_map=source.class_to_idx is not None)
     for line in match.describe():
@@ -198,7 +245,7 @@ def _open_split(config, role: str, split: ResolvedSplit, base, student, name: st
     images = len(ds)
     n, flag = (config.train_subset, '--train-subset') if role == 'train' else (config.eval_subset, '--eval-subset')
     ds, record = subset_record(ds, n, config.seed, flag)
-    return SplitData(role, split, ds, images, record, match)
+    return SplitData(role, split, CountedReads(ds), images, record, match, sliced)
 
 
 @dataclass(frozen=True)
@@ -212,6 +259,8 @@ class EvalFlags:
     eval_subset: int = 0
     seed: int = 42
     dataset_download: bool = False
+    input_key: str | None = None
+    target_key: str | None = None
 
 
 def open_eval_data(flags: EvalFlags, student, say=print) -> SplitData:

@@ -156,16 +156,18 @@ class MultiViewDataset(_ImageWrapper):
         return tuple(out), target
 
 
-def create_image_dataset(name: str, root: str | os.PathLike, split: str, **kwargs):
+def create_image_dataset(name: str, root: str | os.PathLike, split: str, slice_seed: int = 42, **kwargs):
     """``timm.data.create_dataset`` with Fashion-MNIST prepared first when that is the dataset.
 
     A sliced split (``'train[55000:]'``) is checked like ``--val-split`` and returned as a ``Subset`` of its base
-    split: timm itself would read any torchvision split name other than train as the test split."""
+    split, taken as a run with ``--seed slice_seed`` takes it (:func:`~timm_gkt.data.splits.take_slice`): timm
+    itself would read any torchvision split name other than train as the test split."""
     from timm.data import create_dataset
     from .splits import apply_slice, parse_split, resolve_split
     if '[' in split and parse_split(split).sliced:
         resolved = resolve_split(name, root, split)
-        return apply_slice(create_image_dataset(name, root, resolved.timm_split, **kwargs), resolved.slice)
+        return apply_slice(create_image_dataset(name, root, resolved.timm_split, **kwargs), resolved.slice,
+                           slice_seed)
     if name.lower() in ('torch/fashion_mnist', 'torch/fashionmnist'):
         prepare_fashion_mnist(root)
         # never let torchvision download over a prepared copy (see prepare_fashion_mnist)

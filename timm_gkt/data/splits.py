@@ -2,8 +2,9 @@
 
 ``--train-split train[:55000] --val-split train[55000:]`` (or ``train[:90%]`` / ``train[90%:]``)
 carves a validation split out of the training data, for every dataset kind: the slice is
-taken here, as a contiguous range of the base split in timm's order, not by the reader, so
-it means the same for torchvision, folders and ``hfds/``.
+taken here, not by the reader, so it means the same for torchvision, folders and ``hfds/``:
+a contiguous range of the base split in timm's order, or, for a source sorted by class (an
+image folder), the same range of a seeded class-stratified order (:func:`take_slice`).
 
 Why checks are needed: timm's ``create_dataset`` maps every name that is not ``train`` to a
 torchvision dataset's test split, and for a folder root without the split's subfolder it
@@ -121,9 +122,14 @@ def _folder_split(root: Path, dataset: str, s: SplitSlice) -> tuple[str, str | N
             return name, None if name == s.base else f'split {s.base} read from folder {name}/'
     present = sorted(p.name for p in root.iterdir() if p.is_dir())
     hint = f'it has {", ".join(present[:6])}' if present else 'it has no subfolders'
-    raise DataSplitError(f'split {s.base!r} has no folder under {root} ({hint}); pass the split whose folder holds '
-                         f'the images, e.g. --val-split {present[0] if present else "validation"}, or slice one '
-                         f'out of train (--val-split "train[90%:]")')
+    if s.base in TRAIN_SYNONYMS or not any(p in TRAIN_SYNONYMS for p in present):
+        fix = f'pass the split whose folder holds the images, e.g. --train-split {present[0] if present else "train"}'
+    else:
+        other = next((p for p in present if p not in TRAIN_SYNONYMS), None)
+        fix = (f'pass --val-split {other}, or ' if other else '') + ('carve one out of train: --train-split '
+                                                                   '"train[:90%]" --val-split "train[90%:]" (seeded, '
+                                                                   'every class in its share)')
+    raise DataSplitError(f'split {s.base!r} has no folder under {root} ({hint}); {fix}')
 
 
 def hfds_split_names(name: str, cache_dir: str | None = None) -> list[str]:
@@ -152,7 +158,7 @@ def resolve_split(dataset: str, root: str | Path, text: str) -> ResolvedSplit:
         present = hfds_split_names(name, str(root) if root else None)
         if s.base not in present:
             raise DataSplitError(f'hfds/{name} has the splits {", ".join(present)}, not {s.base!r}; pass one of them, '
-                                 f'or slice one out of train (--val-split "train[90%:]")')
+                                 f'or slice one out of train (--train-split "train[:90%]" --val-split "train[90%:]")')
         timm_split, key = s.base, f'{dataset}:{s.base}'
     else:  # iterable datasets stream their splits; their readers check the name
         if s.sliced:
@@ -184,12 +190,26 @@ def check_disjoint(train: ResolvedSplit, evaluation: ResolvedSplit, n: int | Non
                              f'and "{train.slice.base}[90%:]"')
 
 
-def apply_slice(ds, s: SplitSlice):
-    """The slice's contiguous range of ``ds`` (``ds`` itself when not sliced); an empty slice is an error."""
+def take_slice(ds, s: SplitSlice, seed: int) -> tuple[object, str | None]:
+    """The slice of ``ds`` and how it was taken: ``(ds, None)`` when not sliced; a contiguous range of a source
+    in no class order; of a class-sorted source (image folders), the same range of a seeded class-stratified
+    order (:func:`~timm_gkt.data.subsets.stratified_order`), so ``train[90%:]`` holds 10 % of every class
+    rather than the last class, and ``train[:90%]`` the rest. An empty slice is an error."""
     if not s.sliced:
-        return ds
+        return ds, None
     from torch.utils.data import Subset
+
+    from .subsets import is_class_sorted, stored_targets, stratified_order
     start, stop = s.bounds(len(ds))
     if stop <= start:
         raise DataSplitError(f'split {s} holds no images (the base split has {len(ds)}); widen the slice')
-    return Subset(ds, range(start, stop))
+    targets = stored_targets(ds)  # None: only decoding every image would tell, too dear for a slice
+    if targets is None or not is_class_sorted(targets):
+        return Subset(ds, range(start, stop)), 'contiguous'
+    indices = sorted(stratified_order(targets, seed)[start:stop].tolist())
+    return Subset(ds, indices), f'class-stratified (the source is sorted by class), seed {seed}'
+
+
+def apply_slice(ds, s: SplitSlice, seed: int = 42):
+    """:func:`take_slice` without the description (``ds`` itself when not sliced)."""
+    return take_slice(ds, s, seed)[0]

@@ -22,11 +22,20 @@ def dataset_targets(ds) -> torch.Tensor:
     Fast paths: Subset (indexes its parent), torchvision ``targets``, timm folder/tar readers
     (``samples`` / ``targets``), timm's hfds reader (``iter_targets``, the label column only).
     Targets are the dataset's own indices: a TargetRemap installed later does not change
-    which images share a class.
+    which images share a class (:func:`targets_as_seen` applies it).
     """
+    fast = stored_targets(ds)
+    if fast is not None:
+        return fast
+    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))], dtype=torch.long)  # decodes every image
+
+
+def stored_targets(ds) -> torch.Tensor | None:
+    """The targets a dataset stores (before its target transform), or None when only decoding would tell."""
     from torch.utils.data import Subset
     if isinstance(ds, Subset):
-        return dataset_targets(ds.dataset)[torch.as_tensor(list(ds.indices), dtype=torch.long)]
+        parent = stored_targets(ds.dataset)
+        return None if parent is None else parent[torch.as_tensor(list(ds.indices), dtype=torch.long)]
     reader = getattr(ds, 'reader', None)
     if reader is not None and not isinstance(reader, str):
         if hasattr(reader, 'iter_targets'):
@@ -40,8 +49,25 @@ def dataset_targets(ds) -> torch.Tensor:
         return torch.as_tensor(targets, dtype=torch.long)
     inner = getattr(ds, 'dataset', None)
     if inner is not None and len(inner) == len(ds):  # transform-only wrappers (ModeDataset)
-        return dataset_targets(inner)
-    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))], dtype=torch.long)  # decodes every image
+        return stored_targets(inner)
+    return None
+
+
+def targets_as_seen(ds) -> torch.Tensor:
+    """Every target as ``ds[i][1]`` yields it: the stored targets through the target transform of the dataset
+    that owns them (a class remap, :class:`~timm_gkt.data.labels.TargetRemap`), still without decoding images."""
+    stored = stored_targets(ds)
+    if stored is None:
+        return dataset_targets(ds)  # decoded: already as seen
+    inner, transform = ds, None
+    for _ in range(16):  # Subset, ModeDataset, ... down to the dataset whose __getitem__ applies it
+        transform = getattr(inner, 'target_transform', None)
+        inner = getattr(inner, 'dataset', None)
+        if transform is not None or inner is None:
+            break
+    if transform is None:
+        return stored
+    return torch.as_tensor([int(transform(int(t))) for t in stored.tolist()], dtype=torch.long)
 
 
 def stratified_quota(class_counts: Sequence[int], n: int) -> list[int]:
@@ -85,6 +111,27 @@ def stratified_subset_indices(targets: torch.Tensor, n: int, seed: int) -> torch
     first_of_class = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(order)) - first_of_class[cls]
     return torch.sort(order[rank < quota[cls]]).values
+
+
+def is_class_sorted(targets: torch.Tensor) -> bool:
+    """Targets in class order (timm's folder reader and most hfds/ folders list images so): a contiguous slice
+    of such a source is a few classes, not a sample."""
+    targets = torch.as_tensor(targets)
+    return targets.numel() > 1 and bool((targets[1:] >= targets[:-1]).all()) and bool(targets[0] != targets[-1])
+
+
+def stratified_order(targets: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded order of all samples in which every contiguous stretch holds each class in its share (to within
+    one image): each class's images in a seeded random order, interleaved by their position within the class."""
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(len(targets), generator=gen)
+    by_class = perm[torch.sort(targets[perm], stable=True).indices]
+    counts = torch.bincount(targets)
+    cls = targets[by_class]
+    rank = torch.arange(len(targets)) - (torch.cumsum(counts, 0) - counts)[cls]
+    position = (rank.double() + 0.5) / counts[cls].double()
+    return by_class[torch.sort(position, stable=True).indices]
 
 
 def indices_fingerprint(indices: torch.Tensor) -> str:

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..report.stats import mcnemar_p_value
+from ..report.stats import below_chance_p_value, mcnemar_p_value
 
 TRANSFER_RATE_SHARES = (2, 5, 20, 50, 100)
 
@@ -38,6 +38,15 @@ def knowledge_gain(before_correct: torch.Tensor, after_correct: torch.Tensor) ->
 
 def knowledge_loss(before_correct: torch.Tensor, after_correct: torch.Tensor) -> torch.Tensor:
     return before_correct & ~after_correct
+
+
+def far_below_chance(correct: torch.Tensor, num_classes: int, p_value: float = 1e-3) -> bool:
+    """Right on less than half the share that guessing gets, and too rarely for chance (one-sided binomial
+    ``p < p_value``): the mark of a class-order mismatch, not of a weak model."""
+    n, k = correct.numel(), int(correct.sum())
+    if n == 0 or num_classes < 2 or k >= 0.5 * n / num_classes:
+        return False
+    return below_chance_p_value(k, n, 1.0 / num_classes) < p_value
 
 
 def per_class_counts(mask: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """One pass of predictions over an evaluation split, every model through its own eval transform."""
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
@@ -62,11 +61,9 @@ def predict(
     for m in models:
         m.eval()
     for views_batch, target in tqdm(loader, desc=desc, disable=not (progress and is_main), leave=False):
-        batch_preds = []
-        with (accelerator.autocast() if accelerator is not None else contextlib.nullcontext()):
-            for i, model in enumerate(models):
-                out = model(views_batch[view_index[i]].to(device))
-                batch_preds.append(out.float() if logits else out.argmax(-1))
+        # float32 even under --amp: the reported top-1 is the exported (float32) model's, not an autocast copy's
+        outputs = [model(views_batch[view_index[i]].to(device)) for i, model in enumerate(models)]
+        batch_preds = [out.float() if logits else out.argmax(-1) for out in outputs]
         target = target.to(device)
         if accelerator is not None:
             gathered = accelerator.gather_for_metrics((tuple(batch_preds), target))
@@ -82,3 +79,20 @@ def predict(
 def top1(pred: torch.Tensor, target: torch.Tensor) -> float:
     from .metrics import correctness, percent
     return percent(correctness(pred, target))
+
+
+@torch.no_grad()
+def first_batch_outputs(models: Sequence[torch.nn.Module], preprocessings: Sequence[Preprocessing], dataset,
+                        images: int = 4) -> list[torch.Tensor]:
+    """Each model's raw output on the split's first ``images`` images through its own eval transform: one small
+    forward pass that shows, before anything is evaluated, what a model answers (its shape, finite or not)."""
+    views, view_index = build_eval_views(preprocessings)
+    ds = MultiViewDataset(dataset, views)
+    items = [ds[i][0] for i in range(min(images, len(ds)))]
+    batches = [torch.stack([item[v] for item in items]) for v in range(len(views))]
+    outputs = []
+    for model, v in zip(models, view_index):
+        was_training = model.training
+        outputs.append(model.eval()(batches[v]).float())
+        model.train(was_training)
+    return outputs

@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import math
 
-from ..data.plan import EvalFlags, open_eval_data
+from ..data.plan import EvalFlags, head_label_names, open_eval_data
+from ..data.unreadable import check_unreadable
 from .predictions import predict
 from ..models.frozen import InStudentOrder, Teacher
 from .metrics import complementary_knowledge, correctness, percent, positive_flips
-from ..models.load import check_model_spec, label_permutation, load_model
+from ..models.load import check_model_spec, check_usable, label_permutation, load_model
 from ..models.spec import resolve_spec
+from ..models.weights import check_weights_available
 
 
 def scan(student: str, teachers: list[str], dataset: str, data_dir: str, split: str | None = None,
          batch_size: int = 256, workers: int = 0, eval_subset: int = 0, class_map: str = '',
-         trust_label_order: bool = False, seed: int = 42, say=print) -> dict:
+         trust_label_order: bool = False, seed: int = 42, say=print, **reader_keys) -> dict:
     """Evaluate once, compare. The split, label matching and seeded subset are those of a transfer run with the
-    same flags (:func:`timm_gkt.dataplan.open_eval_data`), so the numbers are the ones train.py starts from."""
-    student, *teachers = (resolve_spec(spec) for spec in [student, *teachers])
-    for spec in [student] + teachers:
-        if spec.note:
-            say(spec.note)
-        check_model_spec(spec)
-    s = load_model(student)
-    ts = [Teacher.load(t, s) for t in teachers]
-    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
-    ds = open_eval_data(flags, s, say).dataset
-    out = scan_models(s, ts, ds, batch_size=batch_size, num_workers=workers)
+    same flags (:func:`timm_gkt.data.plan.open_eval_data`), so the numbers are the ones train.py starts from, and
+    the models pass train.py's checks. ``reader_keys``: ``input_key`` / ``target_key`` of hfds/ columns."""
+    s, *resolved = load_checked([student, *teachers], say)
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed, reader_keys)
+    data, perms = _open_and_align(flags, s, resolved, say)
+    out = scan_models(s, [Teacher(t, perm) for t, perm in zip(resolved, perms)], data.dataset,
+                      batch_size=batch_size, num_workers=workers)
+    check_unreadable(data, None, say)
     return {'student': out.pop('student'), 'student_name': out.pop('student_name'), 'dataset': dataset,
             'split': flags.val_split, **out}
 
@@ -51,25 +50,50 @@ def scan_models(student, teachers, dataset, **predict_kwargs) -> dict:
     return out
 
 
-def _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed) -> EvalFlags:
+def load_checked(specs: list[str], say=print) -> list:
+    """Each model resolved, its weights checked (a broken config.json or a truncated safetensors is one sentence,
+    as in train.py), created and checked for channels, a head and finite weights; the first is the student."""
+    resolved = [resolve_spec(spec) for spec in specs]
+    for spec in resolved:
+        if spec.note:
+            say(spec.note)
+        check_model_spec(spec)
+        check_weights_available(spec)
+    models = [load_model(spec) for spec in resolved]
+    for i, m in enumerate(models):
+        check_usable(m, 'student' if i == 0 else 'teacher')
+    return models
+
+
+def _open_and_align(flags: EvalFlags, student, others, say):
+    """The evaluation split matched to ``student``; each other model's label permutation onto the student's
+    classes, decided once the dataset has named a student without label names."""
+    split = open_eval_data(flags, student, say)
+    names = head_label_names(student, split.labels)
+    student.label_names = names
+    perms = [label_permutation(names, m.label_names, student.num_classes, m.num_classes, teacher=f'teacher {m.name}',
+                               trust_order=flags.trust_label_order) for m in others]
+    return split, perms
+
+
+def _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed, reader_keys) -> EvalFlags:
     from ..data.splits import default_val_split
     return EvalFlags(dataset, str(data_dir), split or default_val_split(dataset), class_map=class_map,
-                     trust_label_order=trust_label_order, eval_subset=eval_subset, seed=seed)
+                     trust_label_order=trust_label_order, eval_subset=eval_subset, seed=seed, **reader_keys)
 
 
 def pairwise_matrix(specs: list[str], dataset: str, data_dir: str, split: str | None = None, batch_size: int = 256,
                     workers: int = 0, eval_subset: int = 0, class_map: str = '', trust_label_order: bool = False,
-                    seed: int = 42, say=print) -> dict:
+                    seed: int = 42, say=print, **reader_keys) -> dict:
     """ρpos(teacher=row, student=column) for every pair, from one pass over the evaluation split."""
-    models = [load_model(s) for s in specs]
+    models = load_checked(specs, say)
     ref = models[0]
-    perms = [label_permutation(ref.label_names, m.label_names, ref.num_classes, m.num_classes, teacher=m.name)
-             for m in models]
-    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed)
-    ds = open_eval_data(flags, ref, say).dataset
+    flags = _eval_flags(dataset, data_dir, split, eval_subset, class_map, trust_label_order, seed, reader_keys)
+    data, perms = _open_and_align(flags, ref, models, say)
     preds, target = predict([InStudentOrder(m.model, perm) for m, perm in zip(models, perms)],
-                            [m.preprocessing for m in models], ds, batch_size=batch_size, num_workers=workers,
-                            desc='scan')
+                            [m.preprocessing for m in models], data.dataset, batch_size=batch_size,
+                            num_workers=workers, desc='scan')
+    check_unreadable(data, None, say)
     correct = [correctness(p, target) for p in preds]
     names = [m.name for m in models]
     return {

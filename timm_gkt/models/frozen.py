@@ -93,17 +93,24 @@ class Teacher:
         self.pretrained = True
 
     @classmethod
-    def load(cls, spec: str | ModelSpec, student: ResolvedModel, pretrained: bool = True) -> 'Teacher':
-        """Load a teacher and map its classes onto the student's; LabelSpaceError when they cannot be.
+    def load(cls, spec: str | ModelSpec, student: ResolvedModel | None = None, pretrained: bool = True,
+             trust_order: bool = False) -> 'Teacher':
+        """Load a teacher; with ``student``, map its classes onto the student's at once (:meth:`align`).
 
         ``pretrained=False`` (a dry run) creates the network without its weights.
         """
-        resolved = load_model(spec, pretrained=pretrained)
-        perm = label_permutation(student.label_names, resolved.label_names, student.num_classes,
-                                 resolved.num_classes, teacher=f'teacher {resolved.name}')
-        teacher = cls(resolved, perm)
+        teacher = cls(load_model(spec, pretrained=pretrained), None)
         teacher.pretrained = pretrained
+        if student is not None:
+            teacher.align(student.label_names, student.num_classes, trust_order)
         return teacher
+
+    def align(self, student_names, student_classes: int, trust_order: bool = False) -> 'Teacher':
+        """Decide the label permutation against the student's class names, which a run knows only once the
+        dataset has named a student without label names; LabelSpaceError when the two cannot be matched."""
+        self.label_perm = label_permutation(student_names, self.label_names, student_classes, self.num_classes,
+                                            teacher=f'teacher {self.name}', trust_order=trust_order)
+        return self
 
     @property
     def name(self) -> str:

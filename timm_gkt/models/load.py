@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,9 @@ from ..errors import ModelSpecError, LabelSpaceError
 _logger = logging.getLogger(__name__)
 
 
+
+
+SUPPORTED_CHANNELS = (1, 3)  # what images can be given and the input adaptor maps between (grey <-> RGB)
 
 
 def image_mode_for_channels(in_chans: int) -> str:
@@ -164,17 +168,59 @@ def load_model(spec: str | ModelSpec, pretrained: bool = True, checkpoint: str |
     )
 
 
+# Characters that name the same class in different places: folder names cannot hold '/',
+# Python identifiers turn '-' and ' ' into '_', HF datasets keep spaces.
+_SEPARATORS = ('_', '/', '-')
+
+
+def normalize_label_name(name: str) -> str:
+    """Case-folded name with ``_``, ``/``, ``-`` and runs of white space reduced to one space.
+
+    Other punctuation is kept, so ``'tench, Tinca tinca'`` only matches itself up to case.
+    """
+    text = unicodedata.normalize('NFKC', str(name)).casefold()
+    for sep in _SEPARATORS:
+        text = text.replace(sep, ' ')
+    return ' '.join(text.split())
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ', '.join(map(repr, list(names)[:3])) + (', ...' if len(names) > 3 else '')
+
+
+def check_usable(resolved, role: str = 'model', weights_loaded: bool = True) -> None:
+    """Channels that can be mapped, a classifier head and (when its weights were loaded) finite weights;
+    ModelSpecError otherwise. ``resolved``: a :class:`ResolvedModel` or a teacher."""
+    name = f'{role} {resolved.name}'
+    chans = resolved.preprocessing.in_chans
+    if chans not in SUPPORTED_CHANNELS:
+        raise ModelSpecError(f'{name} reads {chans}-channel images, and images can only be given 1 (grey) or 3 '
+                             f'(RGB) channels; use a model made for grey or RGB images')
+    if not resolved.num_classes:
+        raise ModelSpecError(f'{name} has no classifier head (num_classes=0): its outputs are pooled features, not '
+                             f'class logits; use the model with its classification head')
+    if weights_loaded:
+        tensors = [*resolved.model.parameters(), *resolved.model.buffers()]
+        bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
+        if bad:
+            raise ModelSpecError(f'{name} has {bad} non-finite values (NaN or inf) in its weights, so every '
+                                 f'output of it is meaningless; load it from an intact checkpoint')
+
+
 def label_permutation(
         student_names: Sequence[str] | None,
         teacher_names: Sequence[str] | None,
         student_classes: int,
         teacher_classes: int,
         teacher: str = 'teacher',
+        trust_order: bool = False,
 ) -> torch.Tensor | None:
     """Index that reorders teacher logits into the student's class order, or None when already aligned.
 
-    Different class counts, or name sets that differ, are errors: a transfer between
-    different label spaces would train on nonsense targets.
+    Names are matched exactly, else after :func:`normalize_label_name` (a student named by its folders,
+    ``T-shirt_top``, and a teacher's ``T-shirt/top``). Different class counts or name sets are errors, and so is
+    a side without names unless ``trust_order``: a transfer between label spaces that cannot be checked, as for
+    a student, would train on nonsense targets.
     """
     if student_classes != teacher_classes:
         raise LabelSpaceError(
@@ -182,18 +228,36 @@ def label_permutation(
             f'use a teacher trained on the same label space (or fine-tune its head first).'
         )
     if not student_names or not teacher_names:
-        return None
+        if trust_order:
+            return None
+        unnamed = teacher if not teacher_names else 'the student (and the dataset)'
+        raise LabelSpaceError(f'{unnamed} has no label names, so the class order of {teacher} cannot be checked '
+                              f'against the student\'s; export the model with label_names in config.json, or pass '
+                              f'--trust-label-order to take its class i as the student\'s class i')
     if list(student_names) == list(teacher_names):
         return None
-    index = {name: i for i, name in enumerate(teacher_names)}
-    missing = [n for n in student_names if n not in index] + [n for n in teacher_names if n not in student_names]
-    duplicated = len(set(student_names)) != len(student_names) or len(index) != len(teacher_names)
-    if missing or duplicated:
+    index = _match_names(student_names, teacher_names)
+    if index is None:
+        key = normalize_label_name
+        own = [n for n in teacher_names if key(n) not in {key(m) for m in student_names}]
+        lacking = [n for n in student_names if key(n) not in {key(m) for m in teacher_names}]
         raise LabelSpaceError(
-            f'{teacher} has other label names than the student (e.g. {missing[:3]}); '
-            f'use a teacher trained on the same classes.'
-        )
-    return torch.tensor([index[n] for n in student_names], dtype=torch.long)
+            f'{teacher} has other label names than the student ({_quoted(own) or "the same names, some twice"}'
+            + (f', where the student has {_quoted(lacking)}' if lacking else '')
+            + '); use a teacher trained on the same classes.')
+    return None if index == list(range(student_classes)) else torch.tensor(index, dtype=torch.long)
+
+
+def _match_names(student_names: Sequence[str], teacher_names: Sequence[str]) -> list[int] | None:
+    """The teacher's index of each student class, by name (exactly, else normalised); None when the sets differ."""
+    for key in (str, normalize_label_name):
+        index = {key(name): i for i, name in enumerate(teacher_names)}
+        if len(index) != len(teacher_names) or len({key(n) for n in student_names}) != len(student_names):
+            continue
+        found = [index.get(key(n)) for n in student_names]
+        if None not in found:
+            return found
+    return None
 
 
 _INTERP = {'bilinear': 'bilinear', 'bicubic': 'bicubic', 'nearest': 'nearest', 'area': 'area'}

@@ -58,6 +58,16 @@ class ModelSpec:
     def path(self) -> Path | None:
         return Path(self.location) if self.source == LOCAL_DIR else None
 
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What names the same model however it was written: a folder by its resolved path, a Hub repository
+        with its revision (main when none is given)."""
+        if self.source == LOCAL_DIR:
+            return (LOCAL_DIR, str(Path(self.location).expanduser().resolve()))
+        if self.source == HF_HUB:
+            return (HF_HUB, self.location, self.revision or 'main')
+        return (TIMM, self.text)
+
 
 def parse_spec(spec: str | ModelSpec) -> ModelSpec:
     """Split a spec string into source, location and revision/tag (a ModelSpec passes through); no lookup."""

@@ -199,6 +199,10 @@ def format_table(results: dict) -> str:
         lines.append(f"teacher {t['name']} (top-1 {t['top1']:.2f})"
                      + (f", routed {t['routed_share']:.1f}%" if t.get('routed_share') is not None else ''))
         lines += [line(r) for r in rows[1:] if r.teacher == t['name']]
+    unreadable = [f"{role} {u['count']} of {u['of']}" for role in ('train', 'eval')
+                  for u in [((results.get('data') or {}).get(role) or {}).get('unreadable') or {}] if u.get('count')]
+    if unreadable:
+        lines.append(f"unreadable images, each replaced by the next readable one: {', '.join(unreadable)}")
     lines.append(f'result: {verdict_of(results).text}')
     versus = versus_control_text(results)
     return '\n'.join(lines + ([f'vs more training: {versus}'] if versus else []))
@@ -285,7 +289,9 @@ def hyperparameters(plan, derived: dict) -> dict:
             f"stage {i + 1}: teacher {t['teacher']:.3f}, frozen student {t['frozen_student']:.3f}"
             for i, t in enumerate(temperatures)),
         'train_images': len(plan.train_ds), 'mixup': config.mixup, 'cutmix': config.cutmix,
-        'num_processes': plan.accelerator.num_processes, 'mixed_precision': plan.accelerator.mixed_precision,
+        'num_processes': plan.accelerator.num_processes,
+        'num_processes_requested': getattr(plan, 'processes_requested', None),
+        'mixed_precision': plan.accelerator.mixed_precision,
     }
 
 

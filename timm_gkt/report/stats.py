@@ -25,6 +25,12 @@ def mcnemar_p_value(gains: int, losses: int) -> float:
     return float(binomtest(min(gains, losses), n, 0.5).pvalue)
 
 
+def below_chance_p_value(successes: int, n: int, chance: float) -> float:
+    """One-sided binomial test: how likely this few successes in ``n`` are when each succeeds with ``chance``."""
+    from scipy.stats import binomtest
+    return float(binomtest(successes, n, chance, alternative='less').pvalue) if n > 0 else 1.0
+
+
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion, as fractions in [0, 1].
 

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import NonFiniteLoss, TrainingFailed
 from .epoch import diverged_message, epoch_row, format_epoch, sync_batchnorm, train_one_epoch
+from ..data.unreadable import check_unreadable
 from ..evaluation.predictions import predict, top1
 from ..models.frozen import stage_frozen_models
 from .methods import create_task
@@ -109,6 +110,7 @@ def measure_baseline(plan) -> Baseline:
     preds, target = run_predict(models, [student.preprocessing] + [t.preprocessing for t in teachers], plan.eval_ds,
                                 accelerator=plan.accelerator, batch_size=plan.config.eval_batch_size,
                                 desc='eval before')
+    check_unreadable(plan.data.eval, plan.accelerator, plan.say)
     return Baseline(preds[0], dict(zip(plan.teachers, preds[1:])), target, student.num_classes)
 
 
@@ -330,6 +332,7 @@ def run_epoch(plan, stage: Stage, name: str, s: StageSetup, baseline: Baseline, 
         raise TrainingFailed(diverged_message(e, f'stage {stage.index + 1} [{name}], epoch {epoch + 1}',
                                               latest_checkpoint(plan.run_dir))) from None
     seconds = time.time() - t0
+    check_unreadable(plan.data.train, plan.accelerator, plan.say)  # one full pass: every unreadable image seen
     sync_batchnorm(plan.accelerator, s.task)
     if plan.cache is not None:  # before the checkpoint: a resumed run reads what this epoch computed
         plan.cache.commit(s.task, epoch)
