@@ -173,7 +173,8 @@ def test_the_ci_examples_transfer_step_passes_a_job_the_gate_refused(tmp_path, m
     script = re.sub(r'\$\{\{.*?\}\}', '', step['run']).replace('scripts/retrain.yaml', str(config)) \
         .replace('.venv/bin/python', sys.executable)
     with FakeHub([ALICE]) as hub:
-        for settings, code, pushed in ((job, 0, 'pushed=false'), ({**job, 'epochs': 0}, 2, None)):
+        # refused=3: not better than the start (4 would be: better than the start, not than more training)
+        for settings, code, pushed in ((job, 0, 'pushed=false\nrefused=3'), ({**job, 'epochs': 0}, 2, None)):
             config.write_text(yaml.safe_dump(settings))
             outputs = tmp_path / f'github_output_{code}'
             outputs.write_text('')
