@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ LOSS_TOLERANCE = 0.02  # (a): relative fall of the clean training loss over the 
 CHECK_DELTA = 0.10  # (b): |Δ test top-1| of one CE-control budget, points
 CHECK_P = 0.3  # (b): and McNemar p at least this
 MAX_ROUNDS = 4
+MAX_EXTENSIONS = 3  # rule (a): at most this many extensions before the model is replaced
 CHECK_SEED = 1000  # + round; the study's CE control uses seed 0
 CHECK_FLAGS = [*BASE_FLAGS, '--transfer-method', 'ce', '--lr', '1e-3']
 
@@ -141,46 +142,56 @@ def read_record(name: str) -> dict | None:
 
 # ----------------------------------------------------------------------------- training
 
+def phase_recipe(recipe: Recipe, phase: int) -> Recipe:
+    """Phase 0 is the model's recipe; phase k >= 1 the k-th extension of rule (a) (PLAN.md): half the recipe's
+    epochs, a new cosine cycle at a tenth of its lr, no warm-up, its own data order."""
+    if phase == 0:
+        return recipe
+    return replace(recipe, lr=recipe.lr / 10, epochs=max(1, recipe.epochs // 2), warmup_epochs=0,
+                   seed=recipe.seed + 100 * phase)
+
+
+def phase_clean_losses(history: list[dict], phase: int) -> list[float]:
+    return [h['clean_train_loss'] for h in history if h.get('phase', 0) == phase and 'clean_train_loss' in h]
+
+
 def train(entry: ZooEntry, images, labels, test_ds, val_ds, log=print) -> dict:
-    """Train one model with its recipe (resumable per epoch), save it, and start its record."""
-    r = entry.recipe
+    """Train one model with its recipe, then extend it while rule (a) fails (at most MAX_EXTENSIONS times);
+    resumable per epoch; save it and start its record."""
     cache = CACHE / entry.name
     cache.mkdir(parents=True, exist_ok=True)
     ckpt = cache / 'state.pt'
-    torch.manual_seed(r.seed)
+    torch.manual_seed(entry.recipe.seed)
     model = create_model(entry)
-    prep = entry.preprocessing
-    adaptor = InputAdaptor(PIXELS, prep)
-    optimizer, scheduler, state = _optimizer_and_state(entry, model, len(labels) // r.batch_size, ckpt, log)
-    clock = [time.time()]
-
-    def on_epoch_end(epoch: int, loss: float) -> None:
-        row = {'epoch': epoch, 'train_loss': round(loss, 4), 'val_top1': round(evaluate(model, prep, val_ds), 2)}
-        if epoch > r.epochs - 3:  # (a) reads the last three
-            clean_loss, clean_top1 = clean_train_metrics(model, images, labels, adaptor)
-            row.update(clean_train_loss=round(clean_loss, 5), clean_train_top1=round(clean_top1, 2))
-        model.train()
-        state['epoch'] = epoch
-        state['history'].append(row)
-        state['seconds'] += time.time() - clock[0]
-        clock[0] = time.time()
-        log(f'{entry.name}: epoch {epoch}/{r.epochs} ' + ' '.join(f'{k} {v}' for k, v in row.items() if k != 'epoch'))
-        tmp = ckpt.with_suffix('.tmp')
-        torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'state': state,
-                    'recipe': asdict(r)}, tmp)
-        tmp.replace(ckpt)
-
-    if state['epoch'] < r.epochs:
-        run_epochs(model, images, labels, r, adaptor, optimizer, scheduler, state['epoch'], r.epochs, entry.name,
-                   on_epoch_end)
+    adaptor = InputAdaptor(PIXELS, entry.preprocessing)
+    saved = torch.load(ckpt, map_location='cpu', weights_only=False) if ckpt.is_file() else None
+    if saved is not None and saved.get('recipe') != asdict(entry.recipe):
+        saved = None  # written for another recipe: start again
+    state = saved['state'] if saved else {'epoch': 0, 'history': [], 'seconds': 0.0}
+    state.setdefault('phase', 0)
+    if saved:
+        model.load_state_dict(saved['model'])
+        log(f'{entry.name}: resuming after epoch {state["epoch"]} of phase {state["phase"]}')
+    while True:
+        _train_phase(entry, model, adaptor, images, labels, val_ds, state, ckpt, saved, log)
+        saved = None  # an optimizer state belongs to the phase it was saved in
+        if loss_stopped_falling(phase_clean_losses(state['history'], state['phase'])) \
+                or state['phase'] >= MAX_EXTENSIONS:
+            break
+        state['phase'] += 1
+        state['epoch'] = 0
+        log(f'{entry.name}: rule (a) failed (the clean training loss still falls by 2 % or more over two epochs); '
+            f'extension {state["phase"]}: {phase_recipe(entry.recipe, state["phase"]).epochs} epochs at lr '
+            f'{phase_recipe(entry.recipe, state["phase"]).lr:g}')
     model.eval()
     save_weights(model, entry, ZOO / entry.name)
     loaded = load_model(f'local-dir:{ZOO / entry.name}')
+    prep = entry.preprocessing
     record = {
         'name': entry.name, 'architecture': entry.architecture, 'family': entry.family,
         'parameters': count_parameters(model), 'input_size': list(prep.input_size), 'mean': list(prep.mean),
-        'std': list(prep.std), 'model_kwargs': entry.model_kwargs, 'recipe': asdict(r),
-        'train_split': f'train[:{TRANSFER_IMAGES}]', 'history': state['history'],
+        'std': list(prep.std), 'model_kwargs': entry.model_kwargs, 'recipe': asdict(entry.recipe),
+        'extensions': state['phase'], 'train_split': f'train[:{TRANSFER_IMAGES}]', 'history': state['history'],
         'train_seconds': round(state['seconds'], 1),
         'trained': model_numbers(loaded.model, loaded.preprocessing, images, labels, test_ds, val_ds),
         'rounds': [],
@@ -191,26 +202,48 @@ def train(entry: ZooEntry, images, labels, test_ds, val_ds, log=print) -> dict:
     return record
 
 
-def _optimizer_and_state(entry: ZooEntry, model, steps: int, ckpt: Path, log):
-    """The recipe's optimizer and per-update cosine schedule, and the state to go on from (resumed when the
-    checkpoint was written for this recipe)."""
+def _train_phase(entry, model, adaptor, images, labels, val_ds, state: dict, ckpt: Path, saved, log) -> None:
+    """The epochs of the current phase not done yet, each evaluated on the validation split and checkpointed;
+    the clean training loss (rule a) after each of the phase's last three."""
+    pr = phase_recipe(entry.recipe, state['phase'])
+    optimizer, scheduler = _optimizer(pr, model, len(labels) // pr.batch_size)
+    if saved is not None:
+        optimizer.load_state_dict(saved['optimizer'])
+    clock = [time.time()]
+
+    def on_epoch_end(epoch: int, loss: float) -> None:
+        row = {'phase': state['phase'], 'epoch': epoch, 'train_loss': round(loss, 4),
+               'val_top1': round(evaluate(model, entry.preprocessing, val_ds), 2)}
+        if epoch > pr.epochs - 3:  # (a) reads the last three
+            clean_loss, clean_top1 = clean_train_metrics(model, images, labels, adaptor)
+            row.update(clean_train_loss=round(clean_loss, 5), clean_train_top1=round(clean_top1, 2))
+        model.train()
+        state['epoch'] = epoch
+        state['history'].append(row)
+        state['seconds'] += time.time() - clock[0]
+        clock[0] = time.time()
+        log(f'{entry.name}: epoch {epoch}/{pr.epochs} ' + ' '.join(f'{k} {v}' for k, v in row.items() if k != 'epoch'))
+        tmp = ckpt.with_suffix('.tmp')
+        torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'state': state,
+                    'recipe': asdict(entry.recipe)}, tmp)
+        tmp.replace(ckpt)
+
+    if state['epoch'] < pr.epochs:
+        run_epochs(model, images, labels, pr, adaptor, optimizer, scheduler, state['epoch'], pr.epochs, entry.name,
+                   on_epoch_end)
+
+
+def _optimizer(recipe: Recipe, model, steps: int):
+    """A phase's optimizer and per-update cosine schedule."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
-    r = entry.recipe
+    r = recipe
     optimizer = create_optimizer_v2(model, opt='momentum' if r.opt == 'sgd' else r.opt, lr=r.lr,
                                     weight_decay=r.weight_decay, momentum=r.momentum)
     scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=r.epochs, warmup_epochs=r.warmup_epochs,
                                        warmup_lr=r.lr * 0.01, min_lr=1e-6, step_on_epochs=False,
                                        updates_per_epoch=steps)
-    state = {'epoch': 0, 'history': [], 'seconds': 0.0}
-    if ckpt.is_file():
-        saved = torch.load(ckpt, map_location='cpu', weights_only=False)
-        if saved.get('recipe') == asdict(r):
-            model.load_state_dict(saved['model'])
-            optimizer.load_state_dict(saved['optimizer'])
-            state = saved['state']
-            log(f'{entry.name}: resuming after epoch {state["epoch"]}')
-    return optimizer, scheduler, state
+    return optimizer, scheduler
 
 
 def model_numbers(model, prep, images, labels, test_ds, val_ds) -> dict:
@@ -321,6 +354,12 @@ def markdown_table(models: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def _extendable(record: dict) -> bool:
+    """A record whose model failed rule (a) and may still be extended (made before extensions existed, or cut)."""
+    phase = record.get('extensions', 0)
+    return not loss_stopped_falling(phase_clean_losses(record['history'], phase)) and phase < MAX_EXTENSIONS
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--only', default='', help='comma-separated model names')
@@ -349,7 +388,7 @@ def main(argv=None):
         entry = by_name[name]
         record = read_record(name)
         if record is None or record['recipe'] != asdict(entry.recipe) \
-                or not (ZOO / name / 'model.safetensors').is_file():
+                or not (ZOO / name / 'model.safetensors').is_file() or _extendable(record):
             record = train(entry, images, labels, test_ds, val_ds)
         if not args.train_only:
             record = converge(entry, record, images, labels, test_ds, val_ds, args.data_dir, args.threads)
