@@ -101,20 +101,17 @@ def choose() -> dict:
 
 
 def report(args) -> None:
+    from .report import confirmation, markdown, write_section
     table = selection_table()
+    decision = json.loads(CHOSEN.read_text()) if CHOSEN.is_file() else None
+    confirmed = confirmation(records(), decision and decision.get('chosen'))
     if args.json:
-        print(json.dumps(table, indent=1))
+        print(json.dumps({'selection': table, 'decision': decision, 'confirmation': confirmed}, indent=1))
         return
-    print('Selection on the validation split (train[55000:], 5,000 images), mean over the 8 pairs:\n')
-    print('| condition | mean Δtransf | mean minus CE control | pairs above the control |')
-    print('|---|---:|---:|---:|')
-    for name, c in table['conditions'].items():
-        if c['pairs']:
-            above = sum(r['minus_ce'] > 0 for r in c['pairs'].values())
-            print(f"| {name} | {c['mean_delta']:+.3f} | {c['mean_minus_ce']:+.3f} | {above} of {len(c['pairs'])} |")
-    ce = table['ce']
-    if ce:
-        print("\nCE control per student: " + ', '.join(f"{s} {v['delta']:+.2f} (p = {v['p']:.2g})" for s, v in ce.items()))
+    text = markdown(table, decision, confirmed)
+    print(text)
+    if not args.no_write:
+        write_section(text)
 
 
 def main(argv=None) -> None:
@@ -126,6 +123,7 @@ def main(argv=None) -> None:
     sub.add_parser('choose', help="apply the plan's rule to the selection records")
     rep = sub.add_parser('report', help='tables from the records')
     rep.add_argument('--json', action='store_true')
+    rep.add_argument('--no-write', action='store_true', help='print only; leave the README as it is')
     args = p.parse_args(argv)
     if args.command == 'run':
         prepare_runs(args.threads)

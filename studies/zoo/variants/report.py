@@ -1,0 +1,82 @@
+"""The objectives study's report: the selection on the validation split, the decision, and (after a go) the
+confirmation on the test split, from the records; the README section between the objectives markers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from timm_gkt.report import bootstrap_mean_ci, mean
+
+from ..recipe import RUNS_DIR as FIRST_RUNS, ROOT
+from ..summary import method_summary
+
+BEGIN, END = '<!-- objectives:begin -->', '<!-- objectives:end -->'
+
+
+def confirmation(records: list[dict], chosen: str | None) -> dict | None:
+    """The chosen variant on the 56 pairs (test split) beside the paper's KL+DP, each minus the committed CE
+    control of its student; intervals resample students."""
+    if not chosen:
+        return None
+    runs = {(r['student'], r['teachers'][0]): r['results'] for r in records
+            if r['kind'] == 'pair' and r['method'] == chosen}
+    if not runs:
+        return None
+    controls = {p.stem.split('__')[0]: json.loads(p.read_text())['results'] for p in FIRST_RUNS.glob('*__ce.json')}
+    paper = {(json.loads(p.read_text())['student'], json.loads(p.read_text())['teachers'][0]):
+             json.loads(p.read_text())['results'] for p in FIRST_RUNS.glob('*__kldp.json')
+             if json.loads(p.read_text())['kind'] == 'pair'}
+    out = {}
+    for name, method_runs in ((chosen, runs), ('kldp', {k: paper[k] for k in runs if k in paper})):
+        keys = sorted(k for k in method_runs if k[0] in controls)
+        summary = method_summary([method_runs[k] for k in keys], [s for s, _ in keys])
+        diffs = [method_runs[k]['transfer_delta'] - controls[k[0]]['transfer_delta'] for k in keys]
+        lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
+        summary['minus_ce'] = {'mean': mean(diffs), 'ci': [lo, hi], 'positive': sum(d > 0 for d in diffs),
+                               'n': len(diffs)}
+        out[name] = summary
+    return out
+
+
+def markdown(table: dict, decision: dict | None, confirmed: dict | None) -> str:
+    lines = ['**Transfer objectives beyond the paper** ([plan](studies/zoo/variants/PLAN.md), '
+             '[records](studies/zoo/variants/)): each judged by its mean (variant − the student\'s CE control) over '
+             '8 pairs, one per student, on the validation split (the last 5,000 training images, which the transfer '
+             'does not train on but the first zoo\'s models saw when they were built; one image = 0.02 points).', '',
+             '| condition | mean Δtransf | minus CE control | pairs above the control |', '|---|---:|---:|---:|']
+    for name, c in table['conditions'].items():
+        if c['pairs']:
+            above = sum(r['minus_ce'] > 0 for r in c['pairs'].values())
+            lines.append(f"| {name} | {c['mean_delta']:+.2f} | {c['mean_minus_ce']:+.2f} | {above} of "
+                         f"{len(c['pairs'])} |")
+    ce = table['ce']
+    if ce:
+        lines.append(f"\nThe CE control on the same split gained {mean([v['delta'] for v in ce.values()]):+.2f} "
+                     f"points on average ({len(ce)} students).")
+    if decision is None:
+        lines.append('\nThe selection is not complete yet; no decision.')
+    elif not decision['go']:
+        lines.append(f"\n**No go** (the plan's rule): no variant's mean is above the CE control's (best: "
+                     f"{decision['best']}, {decision['mean_minus_ce'][decision['best']]:+.2f}). The study stops at "
+                     f"the selection, as planned; on this zoo none of these objectives beats more training.")
+    else:
+        lines.append(f"\n**Go**: {decision['chosen']} is chosen ({decision['mean_minus_ce'][decision['chosen']]:+.2f} "
+                     f"above the CE control on validation) and confirmed on the 56 pairs of the test split.")
+    if confirmed:
+        lines += ['', '| method (test split) | pairs | success rate [Wilson] [student-clustered] | mean Δ [clustered] | '
+                  'significant gains / losses | minus CE control [clustered] |', '|---|---:|---:|---:|---:|---:|']
+        for name, s in confirmed.items():
+            cl = s.get('success_ci_clustered') or [float('nan')] * 2
+            m = s['minus_ce']
+            lines.append(f"| {name} | {s['n']} | {s['success_rate']:.0f}% [{s['success_ci'][0]:.0f}, "
+                         f"{s['success_ci'][1]:.0f}] [{cl[0]:.0f}, {cl[1]:.0f}] | {s['mean_delta']:+.2f} "
+                         f"[{s['mean_delta_ci'][0]:+.2f}, {s['mean_delta_ci'][1]:+.2f}] | {s['significant_gain_pairs']} / "
+                         f"{s['significant_loss_pairs']} | {m['mean']:+.2f} [{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}] |")
+    return '\n'.join(lines)
+
+
+def write_section(text: str, readme: Path = ROOT / 'README.md') -> None:
+    content = readme.read_text()
+    head, rest = content.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}')
