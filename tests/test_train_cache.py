@@ -174,3 +174,25 @@ def test_in_memory_runs_are_the_per_image_runs_and_share_their_cache(tmp_path, m
     assert [rows_read(line, 'frozen student') for line in memory_log] == [(768, 768), (768, 768)]
     code, online, _, _ = run(tmp_path, data_dir, 'memory-online', *seq, '--data-in-memory', capsys=capsys)
     assert code == 0 and metrics(online) == metrics(per_image)
+
+
+def test_in_memory_runs_keep_their_decoded_images_in_the_cache(tmp_path, micro_zoo, data_dir, capsys, monkeypatch):
+    """With --teacher-cache the decoded training images are stored once: a later in-memory run (a new process,
+    here: the in-process copy dropped) reads them instead of decoding, and finds the same numbers and weights."""
+    from timm_gkt.data import memory
+    cache = tmp_path / 'cache'
+    pair = ['--model', spec(micro_zoo, 'q_vit'), '--teachers', spec(micro_zoo, 'q_cnn'), '--epochs', '1',
+            '--data-in-memory', '--teacher-cache', str(cache)]
+    memory._DECODED.clear()
+    code, first, _, _ = run(tmp_path, data_dir, 'decode', *pair, capsys=capsys)
+    assert code == 0
+    stored = [p for folder in key_folders(cache, 'decoded-images') for p in (cache / folder).glob('arrays.*.npz')]
+    assert len(stored) == 1
+    memory._DECODED.clear()
+
+    def no_decoding(*args):
+        raise AssertionError('decoded again although the cache holds the images')
+    monkeypatch.setattr(memory, 'decode', no_decoding)
+    code, second, _, _ = run(tmp_path, data_dir, 'read', *pair, capsys=capsys)
+    assert code == 0 and metrics(second) == metrics(first)
+    assert same_weights(exported(tmp_path, 'read'), exported(tmp_path, 'decode'))

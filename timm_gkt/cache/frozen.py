@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CacheError
-from .keys import eval_predictions_key, train_outputs_key
+from .keys import decoded_images_key, eval_predictions_key, train_outputs_key
 from .store import CachedOutputs, TeacherCache
 
 
@@ -166,6 +166,17 @@ class RunCache:
         """A stage's FrozenModels reading and filling the cache; keyed by what decides their outputs (a stage-2
         frozen student is stage 1's result)."""
         return cache_frozen_models(self.cache, frozen, replay_dataset, self.precision)
+
+    def decoded(self, dataset, transform, make):
+        """Decoded training images (uint8) and their targets for ``dataset`` through ``transform``: read from the
+        cache when a run decoded them before, else ``make()`` and stored (the in-memory loader's first step)."""
+        key = decoded_images_key(dataset, transform)
+        found = self.cache.load_arrays(key, ('images', 'targets'))
+        if found is not None:
+            return found
+        images, targets = make()
+        self.cache.save_arrays(key, {'images': images, 'targets': targets})
+        return images, targets
 
     @staticmethod
     def bind(task: nn.Module, epoch: int, indices) -> None:

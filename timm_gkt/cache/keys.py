@@ -220,3 +220,15 @@ def eval_predictions_key(model: nn.Module, preprocessing, dataset, precision: st
         'precision': precision, 'device': _device_type(model),
         'software': software_versions(),
     })
+
+
+def decoded_images_key(dataset, transform) -> CacheKey:
+    """Key of a training split decoded once for ``--data-in-memory``: which images (and their targets as the run
+    sees them, after any class remap), through which deterministic transform."""
+    from ..data.subsets import targets_as_seen
+    return CacheKey({
+        'kind': 'decoded-images', 'version': FINGERPRINT_VERSION,
+        'data': dataset_fingerprint(dataset), 'targets': _hash_bytes(tensor_bytes(targets_as_seen(dataset))),
+        'transform': describe(transform), 'mode': getattr(getattr(dataset, 'mode', None), 'mode', None),
+        'software': software_versions(),
+    })

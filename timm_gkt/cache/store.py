@@ -151,7 +151,7 @@ def _partial_path(folder: Path, stem: str) -> Path:
 def _remove_stale_partials(folder: Path) -> None:
     """Partial files left by processes of this host that no longer run (a crash, a kill)."""
     host = socket.gethostname()
-    for path in folder.glob('*.partial-*.npy'):
+    for path in folder.glob('*.partial-*'):
         owner = path.name.split('.partial-', 1)[1].rsplit('-', 2)
         if len(owner) != 3 or owner[0] != host or not owner[1].isdigit():
             continue
@@ -302,6 +302,28 @@ class TeacherCache:
         partial = _partial_path(self.folder(key), 'logits')
         np.save(partial, rows)
         _publish(partial, 'logits')
+
+    def load_arrays(self, key: CacheKey, names: tuple[str, ...]) -> tuple[torch.Tensor, ...] | None:
+        """Tensors stored together by :meth:`save_arrays` (an ``.npz`` published under its digest), or None."""
+        for path in sorted(self.folder(key).glob('arrays.*.npz')):
+            if '.partial-' in path.name:
+                continue
+            try:
+                if self.verify and file_digest(path) != path.name.split('.')[1]:
+                    raise ValueError('content does not match the digest in its name')
+                with np.load(path) as data:
+                    return tuple(torch.from_numpy(data[n].copy()) for n in names)
+            except (OSError, ValueError, KeyError) as e:
+                _logger.warning('ignoring damaged cache file %s (%s); it will be rebuilt', path, e)
+                path.unlink(missing_ok=True)
+        return None
+
+    def save_arrays(self, key: CacheKey, arrays: dict[str, torch.Tensor]) -> None:
+        partial = _partial_path(self.folder(key), 'arrays').with_suffix('.npz')
+        with open(partial, 'wb') as f:
+            np.savez(f, **{n: a.cpu().numpy() for n, a in arrays.items()})
+        final = partial.with_name(f'arrays.{file_digest(partial)}.npz')
+        os.replace(partial, final)
 
     def save_predictions(self, key: CacheKey, pred: torch.Tensor, target: torch.Tensor) -> None:
         rows = np.zeros(pred.numel(), dtype=self._PRED_DTYPE)

@@ -137,8 +137,12 @@ class InMemoryLoader:
 _DECODED: dict = {}
 
 
-def create_memory_loader(config, train_ds, student, accelerator) -> InMemoryLoader:
-    """The in-memory training loader for ``student``; images are decoded once per run and input size."""
+def create_memory_loader(config, train_ds, student, accelerator, store=None) -> InMemoryLoader:
+    """The in-memory training loader for ``student``; images are decoded once per run and input size.
+
+    ``store(dataset, transform, make)``, when given, keeps decoded images between runs (the teacher cache's
+    :meth:`~timm_gkt.cache.frozen.RunCache.decoded`): ``make()`` decodes only what it does not hold yet.
+    """
     from timm.data import create_transform
 
     from .sources import ModeDataset
@@ -151,8 +155,10 @@ def create_memory_loader(config, train_ds, student, accelerator) -> InMemoryLoad
                                      color_jitter=0.0, auto_augment=None, re_prob=0.0,
                                      interpolation=prep.interpolation, mean=(0.0,) * prep.input_size[0],
                                      std=(1.0,) * prep.input_size[0])
+        dataset = ModeDataset(train_ds, prep.image_mode)
         _DECODED.clear()  # one decoded copy at a time
-        _DECODED[key] = decode(ModeDataset(train_ds, prep.image_mode), transform)
+        _DECODED[key] = store(dataset, transform, lambda: decode(dataset, transform)) if store is not None \
+            else decode(dataset, transform)
     images, targets = _DECODED[key]
     flips = Flips(0.0, 0.0) if config.no_aug else Flips(config.hflip, config.vflip)
     return InMemoryLoader(images, targets, config.batch_size, prep.mean, prep.std, flips, config.seed,

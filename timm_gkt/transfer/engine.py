@@ -237,7 +237,8 @@ def setup_stage(plan, stage: Stage, start_state: dict) -> StageSetup:
     # sharded first: the schedule counts the updates each process makes (preflight checked there is one)
     if config.data_in_memory:  # already sharded and on the device; Accelerate leaves it alone
         from ..data.memory import create_memory_loader
-        loader = create_memory_loader(config, plan.train_ds, plan.student, accelerator)
+        loader = create_memory_loader(config, plan.train_ds, plan.student, accelerator,
+                                      store=plan.cache.decoded if plan.cache is not None else None)
         # the per-image loader's dataset is never iterated: it says what the batches are (they are the same),
         # which is what the teacher cache keys on
         replay = create_train_loader(config, plan.train_ds, plan.student).dataset
