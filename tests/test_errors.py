@@ -1,8 +1,9 @@
-"""The CLI's error boundary (timm_gkt/train.py main, timm_gkt/errors.py): one line and an exit code, never a
+"""The CLI's error boundary (timm_gkt/cli/run.py main, timm_gkt/errors.py): one line and an exit code, never a
 traceback unless asked for."""
 import pytest
 
 from timm_gkt import train
+from timm_gkt.cli import run as run_module
 from timm_gkt.errors import ConfigError
 from timm_gkt.errors import NonFiniteLoss, TrainingFailed
 
@@ -12,7 +13,7 @@ ARGV = ['--model', 'local-dir:zoo/q_cnn', '--transfer-method', 'ce']
 def run_raising(monkeypatch, capsys, error: BaseException, *extra):
     def run(config):
         raise error
-    monkeypatch.setattr(train, 'run', run)
+    monkeypatch.setattr(run_module, 'run', run)
     code = train.main([*ARGV, *extra])
     return code, capsys.readouterr().err
 

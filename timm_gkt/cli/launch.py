@@ -46,7 +46,7 @@ def launch(argv: list[str]) -> int:
     if args.num_processes < 1:
         p.error(f'--num-processes {args.num_processes} is not a process count; give 1 or more')
     if args.num_processes == 1:
-        from ..train import main as train_main
+        from .run import main as train_main
         os.environ[LAUNCH_ENV] = '1'
         return train_main(train_argv)
     return run_processes(args, train_argv)
@@ -145,7 +145,7 @@ def read_status(folder: Path, n: int) -> dict[int, dict]:
 def outcome(codes: list[int], status: dict[int, dict], stopped: set[int], interrupted: bool
             ) -> tuple[int, str | None]:
     """The launcher's exit code and the one line it prints (None when every process finished)."""
-    from ..train import INTERRUPTED
+    from .run import INTERRUPTED
     if interrupted:
         return EXIT_INTERRUPTED, status.get(0, {}).get('line') or f'error: {INTERRUPTED}'
     failed = sorted(status, key=lambda r: (r != 0, r))
