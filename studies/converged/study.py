@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from studies.zoo.recipe import ROOT, RUNS_DIR as FIRST_RUNS, chosen_lr, zoo_names
-from studies.zoo.study import Run, add_run_arguments, prepare_runs, run_parts
+from studies.zoo.study import Run, add_run_arguments, prepare_runs, print_status, run_parts
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / 'runs'
@@ -102,16 +102,6 @@ def load_records() -> list[dict]:
     return own + first
 
 
-def status(args) -> None:
-    for part, make in PARTS.items():
-        try:
-            runs = make()
-        except SystemExit as e:
-            print(f'{part:8s} not ready: {e}')
-            continue
-        print(f'{part:8s} {sum(r.record_path.is_file() for r in runs):4d} / {len(runs)} runs')
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog='python -m studies.converged.study', description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='command', required=True)
@@ -127,7 +117,7 @@ def main(argv=None) -> None:
         prepare_runs(args.threads)
         run_parts(PARTS, args, 'converged', 'python -m studies.converged.study report')
     elif args.command == 'status':
-        status(args)
+        print_status(PARTS)
     else:
         from .report import report_main
         report_main(args, load_records(), json.loads(INDEX.read_text()) if INDEX.is_file() else None)

@@ -255,15 +255,16 @@ def choose_lr() -> None:
     print(f'[study] chosen lr {best} (mean validation Δ by lr: {by_lr})')
 
 
-def status(args) -> None:
-    for part, make in PARTS.items():
+def print_status(parts: dict) -> None:
+    """Per part: runs done of all, and the time left at one job (from the finished runs' wall time)."""
+    for part, make in parts.items():
         try:
             runs = make()
         except SystemExit as e:
             print(f'{part:10s} not ready: {e}')
             continue
         done = [r for r in runs if r.record_path.is_file()]
-        secs = [json.loads(r.record_path.read_text())['wall_seconds'] for r in done]
+        secs = [json.loads(r.record_path.read_text()).get('wall_seconds', 0) for r in done]
         eta = f', ~{(len(runs) - len(done)) * sum(secs) / len(secs) / 3600:.1f} h left at one job' if secs else ''
         print(f'{part:10s} {len(done):4d} / {len(runs)} runs{eta}')
 
@@ -320,7 +321,7 @@ def main(argv=None):
         prepare_runs(args.threads)
         run_part(args)
     elif args.command == 'status':
-        status(args)
+        print_status(PARTS)
     else:
         from .report import report_main
         report_main(args)
