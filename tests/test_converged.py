@@ -74,3 +74,29 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     text = report.markdown(summary)
     assert 'within the converged zoo | kldp | 2 | 2 |' in text
     assert 'converged_ce_near_zero: holds' in text
+
+
+def test_a_failed_round_recorded_before_its_model_was_swapped_in_is_adopted_once(tmp_path, monkeypatch):
+    """A builder killed between recording a failed round and swapping its result in: on resume the round's export
+    becomes the model (weights equal, after_rounds set), and a second call changes nothing."""
+    import torch
+    monkeypatch.setattr(build, 'ROOT', tmp_path)
+    monkeypatch.setattr(build, 'ZOO', tmp_path / 'zoo')
+    monkeypatch.setattr(build, 'RECORDS', tmp_path / 'records')
+    calls = []
+    monkeypatch.setattr(build, 'model_numbers', lambda *a: calls.append(1) or {'test_top1': 90.0})
+    entry = next(e for e in build.ENTRIES if e.name == 'mobilenet_c')
+    torch.manual_seed(0)
+    build.save_weights(build.create_model(entry).eval(), entry, tmp_path / 'zoo' / entry.name)
+    torch.manual_seed(1)
+    build.save_weights(build.create_model(entry).eval(), entry, tmp_path / 'export')
+    record = {'name': entry.name, 'model': {'test_top1': 89.0, 'after_rounds': 0},
+              'rounds': [{'round': 1, 'delta': 0.2, 'p_value': 0.01, 'passed': False, 'export': 'export'}]}
+    build.adopt_failed_round(entry, record, None, None, None, None, log=lambda *_: None)
+    kept = build.load_model(f'local-dir:{tmp_path / "zoo" / entry.name}').model.state_dict()
+    export = build.load_model(f'local-dir:{tmp_path / "export"}').model.state_dict()
+    assert all(torch.equal(kept[k], export[k]) for k in export)
+    assert record['model'] == {'test_top1': 90.0, 'after_rounds': 1}
+    assert build.read_record(entry.name)['model']['after_rounds'] == 1
+    build.adopt_failed_round(entry, record, None, None, None, None, log=lambda *_: None)
+    assert len(calls) == 1

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from studies.converged.table import markdown_table
 from studies.zoo.training import (
     FMNIST, HALF, IMAGENET, PIXELS, Recipe, ZooEntry, create_zoo_model, data_config, evaluate, run_epochs,
 )
@@ -278,8 +279,13 @@ def check_round(entry: ZooEntry, k: int, data_dir: str, threads: int, log=print)
 
 def converge(entry: ZooEntry, record: dict, images, labels, test_ds, val_ds, data_dir: str, threads: int,
              log=print) -> dict:
-    """Check rounds until one passes (the model it started from is kept) or MAX_ROUNDS have failed."""
+    """Check rounds until one passes (the model it started from is kept) or MAX_ROUNDS have failed.
+
+    A round is recorded before a failed round's result replaces the model, and the replacement is finished on
+    resume (it copies the round's export again), so a process killed in between neither repeats the round nor
+    leaves weights that the record does not describe."""
     while True:
+        adopt_failed_round(entry, record, images, labels, test_ds, val_ds, log)
         verdict = convergence(record)
         if verdict['check_passed_in_round'] is not None or len(record['rounds']) >= MAX_ROUNDS:
             break
@@ -292,19 +298,28 @@ def converge(entry: ZooEntry, record: dict, images, labels, test_ds, val_ds, dat
         result['passed'] = check_passes(result['delta'], result['p_value'])
         log(f'{entry.name}: round {k}: test {result["delta"]:+.2f} (p = {result["p_value"]:.2g}), validation '
             f'{result["val_delta"]:+.2f}: {"passed" if result["passed"] else "not converged yet"}')
-        if not result['passed']:  # trained longer: the check run's result is the model now
-            model = create_model(entry)
-            model.load_state_dict(after.model.state_dict())
-            save_weights(model.eval(), entry, ZOO / entry.name)
-            kept = load_model(f'local-dir:{ZOO / entry.name}')
-            record['model'] = dict(model_numbers(kept.model, kept.preprocessing, images, labels, test_ds, val_ds),
-                                   after_rounds=k)
         record['rounds'].append(result)
         record['convergence'] = convergence(record)
         write_record(record)
     record['convergence'] = convergence(record)
     write_record(record)
     return record
+
+
+def adopt_failed_round(entry: ZooEntry, record: dict, images, labels, test_ds, val_ds, log=print) -> None:
+    """A failed last round trains the model longer: its export becomes the model (idempotent)."""
+    last = record['rounds'][-1] if record.get('rounds') else None
+    if last is None or last['passed'] or record['model'].get('after_rounds') == last['round']:
+        return
+    after = load_model(f'local-dir:{ROOT / last["export"]}')
+    model = create_model(entry)
+    model.load_state_dict(after.model.state_dict())
+    save_weights(model.eval(), entry, ZOO / entry.name)
+    kept = load_model(f'local-dir:{ZOO / entry.name}')
+    record['model'] = dict(model_numbers(kept.model, kept.preprocessing, images, labels, test_ds, val_ds),
+                           after_rounds=last['round'])
+    log(f'{entry.name}: the model is round {last["round"]}\'s result now (test {record["model"]["test_top1"]})')
+    write_record(record)
 
 
 # ----------------------------------------------------------------------------- index, verify, table
@@ -333,25 +348,6 @@ def write_index() -> list[dict]:
 def verify(data_dir: Path) -> bool:
     """Reload every model of zoo/converged and check its recorded top-1 (the first zoo's check, this zoo's folder)."""
     return verify_zoo(ZOO, data_dir)
-
-
-def markdown_table(models: list[dict]) -> str:
-    lines = ['| name | family | architecture | params | input (C×H×W) | recipe | clean train loss / top-1 | test top-1 '
-             '| (a) loss stopped | (b) CE check: round, Δ (p) | converged |',
-             '|---|---|---|---:|---|---|---:|---:|---|---|---|']
-    for m in models:
-        rc, conv = m['recipe'], m['convergence']
-        passed = conv['check_passed_in_round']
-        check = next((r for r in m['check_rounds'] if r['round'] == passed), m['check_rounds'][-1] if
-                     m['check_rounds'] else None)
-        check_text = '–' if check is None else f"{check['round']}, {check['delta']:+.2f} (p = {check['p_value']:.2g})"
-        lines.append(
-            f"| {m['name']} | {m['family']} | `{m['architecture']}` | {m['parameters'] / 1e6:.2f} M | "
-            f"{'×'.join(str(v) for v in m['input_size'])} | {rc['opt']} lr {rc['lr']:g}, {rc['epochs']} ep | "
-            f"{m['clean_train_loss']:.3f} / {m['clean_train_top1']:.2f} | {m['test_top1']:.2f} | "
-            f"{'yes' if conv['loss_stopped_falling'] else 'no'} | {check_text} | "
-            f"{'yes' if conv['converged'] else 'no'} |")
-    return '\n'.join(lines)
 
 
 def _extendable(record: dict) -> bool:
