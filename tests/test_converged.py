@@ -100,3 +100,19 @@ def test_a_failed_round_recorded_before_its_model_was_swapped_in_is_adopted_once
     assert build.read_record(entry.name)['model']['after_rounds'] == 1
     build.adopt_failed_round(entry, record, None, None, None, None, log=lambda *_: None)
     assert len(calls) == 1
+
+
+def test_the_readme_section_says_how_far_the_zoo_and_the_study_are(tmp_path):
+    report = importlib.import_module('studies.converged.report')
+    zoo_report = importlib.import_module('studies.zoo.report')
+    index = {'models': [{'name': 'mobilenet_c', 'test_top1': 90.67, 'convergence': {'converged': True}},
+                        {'name': 'resnet_c', 'test_top1': 94.3, 'convergence': {'converged': False}}]}
+    empty = report.summarize([], index)
+    text = report.readme_section(empty, index)
+    assert 'Zoo: 1 of 6 models converged: mobilenet_c (test top-1 90.67); still training or in their checks: ' \
+           'resnet_c, convnext_c, vit_c, mobilevit_c, mixer_c.' in text
+    assert 'No verdict yet' in text
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'# x\n{report.BEGIN}old{report.END}\n## next\n')
+    zoo_report.write_readme_section(readme, text, report.BEGIN, report.END)
+    assert readme.read_text() == f'# x\n{report.BEGIN}\n{text}\n{report.END}\n## next\n'

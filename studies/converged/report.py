@@ -16,6 +16,7 @@ BLOCKS = {
     'to_converged': 'first-zoo teachers -> converged students',
 }
 MAP_PLOT = HERE / 'plots' / 'where_transfer_wins.png'
+BEGIN, END = '<!-- converged:begin -->', '<!-- converged:end -->'
 
 
 def seed_of(record: dict) -> int:
@@ -172,3 +173,34 @@ def report_main(args, records: list[dict], index: dict | None) -> None:
     if not getattr(args, 'no_write', False):
         plot_map(summary['map'], MAP_PLOT)
         (HERE / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))
+        from studies.zoo.report import write_readme_section
+        write_readme_section(HERE.parents[1] / 'README.md', readme_section(summary, index), BEGIN, END)
+
+
+def readme_section(summary: dict, index: dict | None) -> str:
+    """The README's "Where does transfer beat more training?": the converged zoo's state, the study's table, the
+    map and the hypotheses, as far as the records go."""
+    from studies.converged.build import ENTRIES
+    models = {m['name']: m for m in (index or {}).get('models', [])}
+    done = [f"{n} (test top-1 {models[n]['test_top1']:.2f})" for n in (e.name for e in ENTRIES)
+            if n in models and models[n]['convergence']['converged']]
+    waiting = [e.name for e in ENTRIES if e.name not in models or not models[e.name]['convergence']['converged']]
+    own = sorted((HERE / 'runs').glob('*.json'))
+    lines = ['### Where does transfer beat more training? The converged zoo (in progress)', '',
+             'The first zoo is small (0.10-0.43 M parameters) and short of fit: one more budget of plain cross-entropy '
+             'still gains +0.14 on its students, and that is what KL+DP loses to. The second zoo '
+             '([`zoo/converged/`](zoo/converged/README.md); plan, rule and hypotheses written before training: '
+             '[`studies/converged/PLAN.md`](studies/converged/PLAN.md)) holds larger models (1.5-4.9 M) trained until '
+             'their training loss stopped falling and one more CE-control budget no longer moves them; the study runs '
+             'KL+DP, KL-Dist and the CE control within it and across the two zoos.', '',
+             f"Zoo: {len(done)} of {len(ENTRIES)} models converged" + (f": {', '.join(done)}" if done else '')
+             + (f"; still training or in their checks: {', '.join(waiting)}." if waiting else '.'),
+             f"Study: {len(own)} runs recorded (`python -m studies.converged.study status`)."]
+    if any(summary['blocks'].values()):
+        lines += ['', markdown(summary)]
+        if MAP_PLOT.is_file():
+            lines += ['', f'![KL+DP minus the CE control against the student\'s distance from its plateau]'
+                          f'({MAP_PLOT.relative_to(HERE.parents[1])})']
+    else:
+        lines += ['', 'No verdict yet: the hypotheses wait for the study\'s runs.']
+    return '\n'.join(lines)

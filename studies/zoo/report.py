@@ -255,13 +255,14 @@ def report_markdown(summary: dict, plots_rel: str, counts: dict | None = None) -
     return '\n'.join(parts)
 
 
-def write_readme_section(readme: Path, text: str) -> None:
+def write_readme_section(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what stands between the markers ``begin`` and ``end`` (the study's by default) with ``text``."""
     content = readme.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f'{readme} has no {BEGIN} ... {END} markers to write the study report between.')
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}')
+    if begin not in content or end not in content:
+        raise SystemExit(f'{readme} has no {begin} ... {end} markers to write the report between.')
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f'{head}{begin}\n{text}\n{end}{tail}')
 
 
 def study_progress(records: list[dict]) -> dict:

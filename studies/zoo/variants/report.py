@@ -8,6 +8,7 @@ from pathlib import Path
 from timm_gkt.report import bootstrap_mean_ci, mean
 
 from ..recipe import RUNS_DIR as FIRST_RUNS, ROOT
+from ..report import write_readme_section
 from ..summary import method_summary
 
 BEGIN, END = '<!-- objectives:begin -->', '<!-- objectives:end -->'
@@ -76,7 +77,4 @@ def markdown(table: dict, decision: dict | None, confirmed: dict | None) -> str:
 
 
 def write_section(text: str, readme: Path = ROOT / 'README.md') -> None:
-    content = readme.read_text()
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}')
+    write_readme_section(readme, text, BEGIN, END)
