@@ -116,3 +116,12 @@ def test_the_readme_section_says_how_far_the_zoo_and_the_study_are(tmp_path):
     readme.write_text(f'# x\n{report.BEGIN}old{report.END}\n## next\n')
     zoo_report.write_readme_section(readme, text, report.BEGIN, report.END)
     assert readme.read_text() == f'# x\n{report.BEGIN}\n{text}\n{report.END}\n## next\n'
+
+
+def test_the_zoo_table_lists_every_check_round_up_to_the_passing_one():
+    table = importlib.import_module('studies.converged.table')
+    rounds = [{'round': k + 1, 'delta': d, 'p_value': p} for k, (d, p) in
+              enumerate([(0.13, 0.17), (-0.24, 0.0063), (0.11, 0.18), (-0.06, 0.49)])]
+    assert table.check_text(rounds, 4) == '4: +0.13, -0.24, +0.11, -0.06 (p = 0.49)'
+    assert table.check_text(rounds[:2], None) == '2: +0.13, -0.24 (p = 0.0063)'
+    assert table.check_text([], None) == '–'

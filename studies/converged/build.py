@@ -330,8 +330,8 @@ def write_index() -> list[dict]:
                'parameters': r['parameters'], 'input_size': r['input_size'], 'mean': r['mean'], 'std': r['std'],
                'test_top1': r['model']['test_top1'], 'val_top1': r['model']['val_top1'],
                'clean_train_loss': r['model']['clean_train_loss'], 'clean_train_top1': r['model']['clean_train_top1'],
-               'recipe': r['recipe'], 'model_kwargs': r['model_kwargs'], 'train_split': r['train_split'],
-               'convergence': convergence(r), 'check_rounds': r['rounds']} for r in records]
+               'recipe': r['recipe'], 'extensions': r.get('extensions', 0), 'model_kwargs': r['model_kwargs'],
+               'train_split': r['train_split'], 'convergence': convergence(r), 'check_rounds': r['rounds']} for r in records]
     index = {'dataset': 'torch/fashion_mnist', 'train_split': f'train[:{TRANSFER_IMAGES}]',
              'validation_split': VALIDATION_SPLIT, 'eval_split': 'test (10,000 images)',
              'label_names': list(FASHION_MNIST_LABELS),
