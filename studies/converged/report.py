@@ -105,7 +105,7 @@ def hypotheses(summary: dict) -> dict:
     conv_ce = summary['controls'].get('converged')
     within, kl_within, to_first = block('within', 'kldp'), block('within', 'kl'), block('to_first', 'kldp')
     kl_first = block('to_first', 'kl')
-    h1 = None if conv_ce is None else abs(conv_ce['mean']) <= 0.05
+    h1 = None if conv_ce is None or conv_ce['n'] < MIN_STUDENTS else abs(conv_ce['mean']) <= 0.05
     h2 = None  # undecided until the interval is over enough students to mean something
     if within and within['minus_ce'] and within['minus_ce']['students'] >= MIN_STUDENTS:
         h2 = (within['minus_ce']['ci'][0] > 0 and within['success_rate'] >= 90
@@ -197,7 +197,9 @@ def readme_section(summary: dict, index: dict | None) -> str:
              + (f"; still training or in their checks: {', '.join(waiting)}." if waiting else '.'),
              f"Study: {len(own)} runs recorded (`python -m studies.converged.study status`)."]
     if any(summary['blocks'].values()):
-        lines += ['', markdown(summary)]
+        lines += ['', markdown(summary), '', f'Interim numbers: {len(done)} of {len(ENTRIES)} models and part of the '
+                  f'runs; a hypothesis is decided only over at least {MIN_STUDENTS} students (an interval that '
+                  f'resamples fewer says little).']
         if MAP_PLOT.is_file():
             lines += ['', f'![KL+DP minus the CE control against the student\'s distance from its plateau]'
                           f'({MAP_PLOT.relative_to(HERE.parents[1])})']
