@@ -56,3 +56,20 @@ def test_an_incomplete_selection_chooses_nothing(selection, tmp_path):
     (tmp_path / 'runs' / 'select__vit_a__resnet_a__kldp-T2.json').unlink()
     with pytest.raises(SystemExit, match='not complete'):
         variants.choose()
+
+
+def test_the_report_gives_no_verdict_before_all_56_pairs_and_a_plain_one_after():
+    from studies.zoo.variants.report import markdown
+    table = {'conditions': {}, 'ce': {}}
+    decision = {'go': True, 'chosen': 'kldp-3way-cal', 'best': 'kldp-3way-cal', 'mean_minus_ce': {'kldp-3way-cal': 0.08}}
+
+    def confirmed(n, lo, hi):
+        s = {'n': n, 'success_rate': 50.0, 'success_ci': [40, 60], 'success_ci_clustered': [35, 65],
+             'mean_delta': 0.1, 'mean_delta_ci': [0.0, 0.2], 'significant_gain_pairs': 1, 'significant_loss_pairs': 0,
+             'minus_ce': {'mean': (lo + hi) / 2, 'ci': [lo, hi], 'positive': 30, 'n': n}}
+        return {'kldp-3way-cal': s}
+    partial = markdown(table, decision, confirmed(20, -0.1, 0.2))
+    assert '20 of 56 run so far; no verdict before all 56.' in partial and 'Verdict' not in partial
+    assert 'does not beat more training' in markdown(table, decision, confirmed(56, -0.02, 0.1))
+    assert 'it beats more training on this zoo.' in markdown(table, decision, confirmed(56, 0.01, 0.1))
+    assert 'below more training' in markdown(table, decision, confirmed(56, -0.2, -0.05))

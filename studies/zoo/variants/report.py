@@ -61,8 +61,18 @@ def markdown(table: dict, decision: dict | None, confirmed: dict | None) -> str:
                      f"{decision['best']}, {decision['mean_minus_ce'][decision['best']]:+.2f}). The study stops at "
                      f"the selection, as planned; on this zoo none of these objectives beats more training.")
     else:
-        lines.append(f"\n**Go**: {decision['chosen']} is chosen ({decision['mean_minus_ce'][decision['chosen']]:+.2f} "
-                     f"above the CE control on validation) and confirmed on the 56 pairs of the test split.")
+        chosen = decision['chosen']
+        done = confirmed[chosen]['n'] if confirmed else 0
+        lines.append(f"\n**Go**: {chosen} is chosen ({decision['mean_minus_ce'][chosen]:+.2f} above the CE control on "
+                     f"validation, a margin of a few images per pair) and goes to the confirmation on the 56 pairs of "
+                     f"the test split: {done} of 56 run" + (" so far; no verdict before all 56." if done < 56 else "."))
+        if done >= 56:
+            m = confirmed[chosen]['minus_ce']
+            lines.append(f"\n**Verdict:** {chosen} minus the CE control is {m['mean']:+.2f} points "
+                         f"[{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}] (student-clustered 95 % interval) on the test split: "
+                         + ("it beats more training on this zoo." if m['ci'][0] > 0 else
+                            "the interval does not exclude 0, so it does not beat more training on this zoo."
+                            if m['ci'][1] > 0 else "it is below more training on this zoo."))
     if confirmed:
         lines += ['', '| method (test split) | pairs | success rate [Wilson] [student-clustered] | mean Δ [clustered] | '
                   'significant gains / losses | minus CE control [clustered] |', '|---|---:|---:|---:|---:|---:|']
