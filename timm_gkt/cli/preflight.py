@@ -65,7 +65,7 @@ class Plan:
         return self.data.eval.dataset
 
     def say(self, *args) -> None:
-        self.accelerator.print(*args)
+        self.accelerator.print(*args, flush=True)  # piped to a CI log or a launcher: each line when it happens
 
 
 def preflight(config: TransferConfig) -> Plan:
