@@ -24,9 +24,8 @@ def confirmation(records: list[dict], chosen: str | None) -> dict | None:
     if not runs:
         return None
     controls = {p.stem.split('__')[0]: json.loads(p.read_text())['results'] for p in FIRST_RUNS.glob('*__ce.json')}
-    paper = {(json.loads(p.read_text())['student'], json.loads(p.read_text())['teachers'][0]):
-             json.loads(p.read_text())['results'] for p in FIRST_RUNS.glob('*__kldp.json')
-             if json.loads(p.read_text())['kind'] == 'pair'}
+    committed = [json.loads(p.read_text()) for p in FIRST_RUNS.glob('*__kldp.json')]  # each record read once
+    paper = {(r['student'], r['teachers'][0]): r['results'] for r in committed if r['kind'] == 'pair'}
     out = {}
     for name, method_runs in ((chosen, runs), ('kldp', {k: paper[k] for k in runs if k in paper})):
         keys = sorted(k for k in method_runs if k[0] in controls)
