@@ -148,6 +148,8 @@ def test_ctrl_c_under_the_launcher_exits_130_with_one_line(tmp_path, micro_zoo, 
         if line.startswith('student q_cnn: top-1'):
             break
     time.sleep(2)  # inside the first epoch
+    # a header seen only when the run ended (a block-buffered pipe) would make this test signal a finished run
+    assert proc.poll() is None, 'the header reached the pipe only when the run ended: its lines are not flushed'
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]

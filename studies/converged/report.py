@@ -7,7 +7,7 @@ from pathlib import Path
 
 from timm_gkt.report import bootstrap_mean_ci, mean
 
-from studies.zoo.summary import MIN_STUDENTS, method_summary
+from studies.zoo.summary import MIN_STUDENTS, method_summary, minus_control
 
 HERE = Path(__file__).resolve().parent
 BLOCKS = {
@@ -50,24 +50,13 @@ def organise(records: list[dict], converged: set[str]) -> tuple[dict, dict]:
     return runs, controls
 
 
-def minus_control(runs: dict, controls: dict) -> dict | None:
-    """Δ(method) − Δ(CE control of the same student and seed), interval by resampling students."""
-    keys = sorted(k for k in runs if (k[0], k[2]) in controls)
-    if not keys:
-        return None
-    diffs = [runs[k]['transfer_delta'] - controls[(k[0], k[2])]['transfer_delta'] for k in keys]
-    lo, hi = bootstrap_mean_ci(diffs, [k[0] for k in keys])
-    return {'n': len(diffs), 'students': len({k[0] for k in keys}), 'mean': mean(diffs), 'ci': [lo, hi],
-            'positive': sum(d > 0 for d in diffs)}
-
-
 def summarize(records: list[dict], index: dict | None) -> dict:
     converged = {m['name'] for m in (index or {}).get('models', []) if m['convergence']['converged']}
     runs, controls = organise(records, converged)
     out = {'blocks': {}, 'controls': {}}
     for block, methods in runs.items():
         out['blocks'][block] = {method: {**method_summary([r[k] for k in sorted(r)], [k[0] for k in sorted(r)]),
-                                         'minus_ce': minus_control(r, controls)}
+                                         'minus_ce': minus_control(r, controls, lambda k: (k[0], k[2]))}
                                 for method, r in methods.items()}
     for zoo, members in (('converged', converged), ('first', {s for s, _ in controls} - converged)):
         deltas = {k: r['transfer_delta'] for k, r in controls.items() if k[0] in members}

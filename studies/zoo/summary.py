@@ -79,8 +79,8 @@ def summarize(records: list[dict], start_scan: dict | None = None, ce_scan: dict
         keys = sorted(controls)
         out['methods']['ce'] = method_summary([controls[k] for k in keys])
         out['methods']['ce']['per_student'] = {s: controls[s]['transfer_delta'] for s in keys}
-    out['kldp_minus_ce'] = _paired_with_control(pairs.get('kldp', {}), controls)
-    out['kldp_unsup_minus_ce'] = _paired_with_control(pairs.get('kldp-unsup', {}), controls)
+    out['kldp_minus_ce'] = minus_control(pairs.get('kldp', {}), controls)
+    out['kldp_unsup_minus_ce'] = minus_control(pairs.get('kldp-unsup', {}), controls)
     out['per_student'] = _per_student(pairs, controls)
     out['routing'] = _routing(pairs)
     # a chain's Δ from the zoo model: its last link's top-1 minus the CE control's start (the same test images)
@@ -132,14 +132,16 @@ def _knowledge_minus_control(runs: dict, ce_knowledge: dict, by_teacher_strength
     return out
 
 
-def _paired_with_control(runs: dict, controls: dict) -> dict | None:
-    """Δ(method, s, t) − Δ(CE, s) over pairs, interval by resampling students (pairs share their control)."""
-    keys = sorted(k for k in runs if k[0] in controls)
+def minus_control(runs: dict, controls: dict, control_of=lambda key: key[0]) -> dict | None:
+    """Δ(method) − Δ(the CE control of the same student), over the runs keyed (student, ...); ``control_of`` maps a
+    run's key to its control's key (the student, or the student and seed). The interval resamples students: pairs
+    that share a student share its control."""
+    keys = sorted(k for k in runs if control_of(k) in controls)
     if not keys:
         return None
-    diffs = [runs[k]['transfer_delta'] - controls[k[0]]['transfer_delta'] for k in keys]
-    lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
-    return {'n': len(diffs), 'students': len({s for s, _ in keys}), 'mean': mean(diffs), 'ci': [lo, hi],
+    diffs = [runs[k]['transfer_delta'] - controls[control_of(k)]['transfer_delta'] for k in keys]
+    lo, hi = bootstrap_mean_ci(diffs, [k[0] for k in keys])
+    return {'n': len(diffs), 'students': len({k[0] for k in keys}), 'mean': mean(diffs), 'ci': [lo, hi],
             'positive': sum(d > 0 for d in diffs)}
 
 

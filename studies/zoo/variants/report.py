@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from timm_gkt.report import bootstrap_mean_ci, mean
+from timm_gkt.report import mean
 
 from ..recipe import RUNS_DIR as FIRST_RUNS, ROOT
 from ..report import write_readme_section
-from ..summary import method_summary
+from ..summary import method_summary, minus_control
 
 BEGIN, END = '<!-- objectives:begin -->', '<!-- objectives:end -->'
 
@@ -29,12 +29,8 @@ def confirmation(records: list[dict], chosen: str | None) -> dict | None:
     out = {}
     for name, method_runs in ((chosen, runs), ('kldp', {k: paper[k] for k in runs if k in paper})):
         keys = sorted(k for k in method_runs if k[0] in controls)
-        summary = method_summary([method_runs[k] for k in keys], [s for s, _ in keys])
-        diffs = [method_runs[k]['transfer_delta'] - controls[k[0]]['transfer_delta'] for k in keys]
-        lo, hi = bootstrap_mean_ci(diffs, [s for s, _ in keys])
-        summary['minus_ce'] = {'mean': mean(diffs), 'ci': [lo, hi], 'positive': sum(d > 0 for d in diffs),
-                               'n': len(diffs)}
-        out[name] = summary
+        out[name] = {**method_summary([method_runs[k] for k in keys], [s for s, _ in keys]),
+                     'minus_ce': minus_control(method_runs, controls)}
     return out
 
 
