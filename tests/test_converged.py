@@ -45,12 +45,13 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     report = importlib.import_module('studies.converged.report')
     index = {'models': [{'name': n, 'convergence': {'converged': True}, 'clean_train_top1': 99.0}
                         for n in ('big1', 'big2')]}
-    teacher = [{'pos_flips_delta': -0.1, 'neg_flips_delta': 0.0}]
+    teacher = [{'pos_flips_delta': -0.1, 'neg_flips_delta': 0.0, 'top1': 91.0}]
 
     def rec(kind, student, teachers, method, delta, seed=0, p=0.5):
         return {'kind': kind, 'student': student, 'teachers': teachers, 'method': method,
                 'flags': ['--seed', '0', '--seed', str(seed)],
-                'results': {'transfer_delta': delta, 'p_value': p, 'teachers': teacher if teachers else []}}
+                'results': {'transfer_delta': delta, 'p_value': p, 'top1_before': 90.0,
+                            'teachers': teacher if teachers else []}}
     records = [rec('control', 'big1', [], 'ce', 0.02), rec('control', 'big2', [], 'ce', -0.02),
                rec('pair', 'big1', ['big2'], 'kldp', 0.12, p=0.01), rec('pair', 'big2', ['big1'], 'kldp', 0.10),
                rec('pair', 'big1', ['big2'], 'kl', -0.50, p=0.001), rec('pair', 'big2', ['big1'], 'kl', -0.60, p=0.001),
@@ -66,7 +67,7 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     assert summary['controls']['converged']['mean'] == pytest.approx(0.0)
     small = next(p for p in summary['map'] if p['student'] == 'small')
     assert small['seeds'] == 2 and small['kldp_minus_ce'] == pytest.approx(0.1)
-    assert small['student_ce_delta'] == pytest.approx(0.3)
+    assert small['student_ce_delta'] == pytest.approx(0.3) and small['teacher_stronger'] is True
     h = summary['hypotheses']
     assert h['converged_ce_near_zero'] is None  # two converged students' controls: too few to decide
     five = {'models': [{'name': f'big{i}', 'convergence': {'converged': True}} for i in range(5)]}
@@ -77,6 +78,27 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     text = report.markdown(summary)
     assert 'within the converged zoo | kldp | 2 | 2 |' in text
     assert 'converged_ce_near_zero: undecided' in text
+
+
+def test_the_map_in_numbers_splits_at_the_plateau_and_the_teachers_strength():
+    """Four cells (PLAN.md, Changes): a student at its plateau when its own CE control moved it by <= 0.10; the
+    mean is over pairs, the interval resamples students, and a cell of fewer than 5 students gets no verdict."""
+    report = importlib.import_module('studies.converged.report')
+
+    def point(student, ce, minus, stronger=True):
+        return {'student': student, 'student_ce_delta': ce, 'kldp_minus_ce': minus, 'teacher_stronger': stronger}
+    points = [point(f's{i}', 0.30, 0.20 + 0.01 * i) for i in range(5)]  # short of fit, stronger: all above
+    points += [point('c1', 0.10, -0.10), point('c1', 0.10, -0.30, stronger=False), point('c2', 0.02, 0.04)]
+    cells = {(c['student_at_plateau'], c['teacher_stronger']): c for c in report.regions(points)}
+    assert set(cells) == {(False, True), (True, True), (True, False)}  # 0.10 itself is at the plateau
+    short = cells[(False, True)]
+    assert (short['pairs'], short['students'], short['positive']) == (5, 5, 5)
+    assert short['mean'] == pytest.approx(0.22) and short['ci'][0] > 0
+    plateau = cells[(True, True)]
+    assert (plateau['pairs'], plateau['students']) == (2, 2) and plateau['mean'] == pytest.approx(-0.03)
+    text = report.regions_markdown(report.regions(points))
+    assert '| short of fit | stronger | 5 | 5 | +0.22 [' in text and '(beats it)' in text
+    assert '| at its plateau | weaker | 1 | 1 | -0.30 [-0.30, -0.30] (fewer than 5 students: no verdict)' in text
 
 
 def test_a_failed_round_recorded_before_its_model_was_swapped_in_is_adopted_once(tmp_path, monkeypatch):

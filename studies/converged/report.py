@@ -16,6 +16,7 @@ BLOCKS = {
     'to_converged': 'first-zoo teachers -> converged students',
 }
 MAP_PLOT = HERE / 'plots' / 'where_transfer_wins.png'
+PLATEAU = 0.10  # convergence rule (b): a student whose own CE control moves it by at most this is at its plateau
 BEGIN, END = '<!-- converged:begin -->', '<!-- converged:end -->'
 
 
@@ -64,6 +65,7 @@ def summarize(records: list[dict], index: dict | None) -> dict:
             lo, hi = bootstrap_mean_ci(list(deltas.values()), [s for s, _ in deltas])
             out['controls'][zoo] = {'n': len(deltas), 'mean': mean(list(deltas.values())), 'ci': [lo, hi]}
     out['map'] = transfer_map(runs, controls, index)
+    out['regions'] = regions(out['map'])
     out['hypotheses'] = hypotheses(out)
     return out
 
@@ -75,15 +77,50 @@ def transfer_map(runs: dict, controls: dict, index: dict | None) -> list[dict]:
     points = []
     for block, methods in runs.items():
         by_pair = {}
+        stronger = {}
         for (s, t, seed), r in methods.get('kldp', {}).items():
             if (s, seed) in controls:
                 by_pair.setdefault((s, t), []).append((r['transfer_delta'] - controls[(s, seed)]['transfer_delta'],
                                                        controls[(s, seed)]['transfer_delta']))
+                stronger[(s, t)] = r['teachers'][0]['top1'] > r['top1_before']
         for (s, t), values in sorted(by_pair.items()):
             points.append({'block': block, 'student': s, 'teacher': t, 'seeds': len(values),
                            'kldp_minus_ce': mean([v for v, _ in values]), 'student_ce_delta': mean([c for _, c in values]),
-                           'teacher_train_top1': fit.get(t)})
+                           'teacher_train_top1': fit.get(t), 'teacher_stronger': stronger[(s, t)]})
     return points
+
+
+def regions(points: list[dict]) -> list[dict]:
+    """The map in numbers (PLAN.md, Changes): KL+DP − CE control in four cells, the student at its plateau (its CE
+    control's Δ ≤ PLATEAU) or short of fit × the teacher stronger or weaker than the student; intervals resample
+    students."""
+    cells = []
+    for plateau in (True, False):
+        for stronger in (True, False):
+            pts = [p for p in points if (p['student_ce_delta'] <= PLATEAU) == plateau
+                   and p['teacher_stronger'] == stronger]
+            if not pts:
+                continue
+            diffs, students = [p['kldp_minus_ce'] for p in pts], [p['student'] for p in pts]
+            lo, hi = bootstrap_mean_ci(diffs, students)
+            cells.append({'student_at_plateau': plateau, 'teacher_stronger': stronger, 'pairs': len(pts),
+                          'students': len(set(students)), 'mean': mean(diffs), 'ci': [lo, hi],
+                          'positive': sum(d > 0 for d in diffs)})
+    return cells
+
+
+def regions_markdown(cells: list[dict]) -> str:
+    lines = [f"Where KL+DP beats more training (KL+DP − CE control per pair, seeds averaged; a student is at its "
+             f"plateau when its own CE control moves it by ≤ {PLATEAU:.2f} points, rule (b) of the zoo):", '',
+             '| student | teacher | pairs | students | KL+DP − CE control [clustered] | pairs above |',
+             '|---|---|---:|---:|---:|---:|']
+    for c in cells:
+        verdict = (f' (fewer than {MIN_STUDENTS} students: no verdict)' if c['students'] < MIN_STUDENTS else
+                   ' (beats it)' if c['ci'][0] > 0 else ' (below it)' if c['ci'][1] < 0 else ' (within noise)')
+        lines.append(f"| {'at its plateau' if c['student_at_plateau'] else 'short of fit'} | "
+                     f"{'stronger' if c['teacher_stronger'] else 'weaker'} | {c['pairs']} | {c['students']} | "
+                     f"{c['mean']:+.2f} {_ci(c['ci'])}{verdict} | {c['positive']} of {c['pairs']} |")
+    return '\n'.join(lines)
 
 
 def hypotheses(summary: dict) -> dict:
@@ -125,6 +162,8 @@ def markdown(summary: dict) -> str:
                          f"{s['significant_loss_pairs']} | {minus_text} |")
     for zoo, c in summary['controls'].items():
         lines.append(f"\nCE control, {zoo} zoo: mean Δ {c['mean']:+.2f} {_ci(c['ci'])} over {c['n']} runs.")
+    if summary.get('regions'):
+        lines.append('\n' + regions_markdown(summary['regions']))
     lines.append('\nHypotheses (studies/converged/PLAN.md): ' + ', '.join(
         f"{name}: {'undecided (not measured yet, or too few students)' if v is None else ('holds' if v else 'does not hold')}"
         for name, v in summary['hypotheses'].items()) + '.')
@@ -145,6 +184,7 @@ def plot_map(points: list[dict], path: Path) -> Path | None:
             ax.scatter([p['student_ce_delta'] for p in pts], [p['kldp_minus_ce'] for p in pts], marker=marker,
                        label=BLOCKS[block], alpha=0.8)
     ax.axhline(0, color='grey', lw=0.8)
+    ax.axvline(PLATEAU, color='grey', lw=0.8, ls=':')  # left of it: students at their plateau (rule (b))
     ax.set_xlabel("student's CE-control Δ (points): how far from its plateau")
     ax.set_ylabel('KL+DP − CE control (points)')
     ax.legend(fontsize=8)
