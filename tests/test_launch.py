@@ -141,7 +141,8 @@ def test_ctrl_c_under_the_launcher_exits_130_with_one_line(tmp_path, micro_zoo, 
     cmd = [sys.executable, '-m', 'timm_gkt.launch', '--num-processes', '2', '--', '--model',
            f'local-dir:{micro_zoo / "q_cnn"}', '--teachers', f'local-dir:{micro_zoo / "q_mlp"}', '--data-dir',
            str(data_dir), '--output', str(tmp_path), '--experiment', 'run', '-b', '32', '--epochs', '3']
-    # as from a terminal: Ctrl-C at its default (a test worker may run with SIGINT ignored, which children inherit)
+    # as from a terminal: Ctrl-C at its default (a CI started in the background by a shell runs with SIGINT ignored,
+    # which children inherit)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # the header: both processes are up and preflight is done

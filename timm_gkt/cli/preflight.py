@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 
@@ -65,7 +66,13 @@ class Plan:
         return self.data.eval.dataset
 
     def say(self, *args) -> None:
-        self.accelerator.print(*args, flush=True)  # piped to a CI log or a launcher: each line when it happens
+        speaker(self.accelerator)(*args)
+
+
+def speaker(accelerator):
+    """How a run speaks: rank 0 only, each line flushed as it is said (piped to a CI log or to the launcher, a
+    buffered line would arrive only at exit)."""
+    return partial(accelerator.print, flush=True)
 
 
 def preflight(config: TransferConfig) -> Plan:
@@ -73,7 +80,7 @@ def preflight(config: TransferConfig) -> Plan:
     check_flags(config)
     check_distinct_models(config)
     accelerator = create_accelerator(config)
-    say = accelerator.print
+    say = speaker(accelerator)  # the header lines said before the Plan exists, flushed as the Plan's are
     requested = requested_processes()
     for line in describe_processes(accelerator, requested):  # the run header says how many run, and warns
         say(line)
