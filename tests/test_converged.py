@@ -150,3 +150,12 @@ def test_the_zoo_table_lists_every_check_round_up_to_the_passing_one():
     assert table.check_text(rounds, 4) == '4: +0.13, -0.24, +0.11, -0.06 (p = 0.49)'
     assert table.check_text(rounds[:2], None) == '2: +0.13, -0.24 (p = 0.0063)'
     assert table.check_text([], None) == '–'
+
+
+def test_the_within_part_gives_every_student_a_teacher_before_any_student_a_second():
+    from studies.converged.study import round_robin
+    names = ['a', 'b', 'c', 'd']
+    pairs = round_robin(names)
+    assert sorted(pairs) == sorted((s, t) for s in names for t in names if s != t)
+    assert pairs[:4] == [('a', 'b'), ('b', 'c'), ('c', 'd'), ('d', 'a')]
+    assert all(len({s for s, _ in pairs[k * 4:(k + 1) * 4]}) == 4 for k in range(3))
