@@ -68,6 +68,7 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     small = next(p for p in summary['map'] if p['student'] == 'small')
     assert small['seeds'] == 2 and small['kldp_minus_ce'] == pytest.approx(0.1)
     assert small['student_ce_delta'] == pytest.approx(0.3) and small['teacher_stronger'] is True
+    assert small['teacher_minus_student_top1'] == pytest.approx(1.0)  # 91.0 against 90.0 before transfer
     h = summary['hypotheses']
     assert h['converged_ce_near_zero'] is None  # two converged students' controls: too few to decide
     five = {'models': [{'name': f'big{i}', 'convergence': {'converged': True}} for i in range(5)]}
@@ -136,7 +137,12 @@ def test_the_readme_section_says_how_far_the_zoo_and_the_study_are(tmp_path):
     text = report.readme_section(empty, index)
     assert 'Zoo: 1 of 6 models converged: mobilenet_c (test top-1 90.67); still training or in their checks: ' \
            'resnet_c, convnext_c, vit_c, mobilevit_c, mixer_c.' in text
-    assert 'No verdict yet' in text
+    assert 'No verdict yet' in text and '(in progress)' in text
+    everything = {'models': [{'name': e, 'test_top1': 90.0, 'convergence': {'converged': True}}
+                             for e in ('resnet_c', 'mobilenet_c', 'convnext_c', 'vit_c', 'mobilevit_c', 'mixer_c')]}
+    assert '(in progress)' in report.readme_section(empty, everything, (35, 36))
+    finished = report.readme_section(empty, everything, (36, 36))
+    assert '(in progress)' not in finished and '36 of the plan\'s 36' in finished
     readme = tmp_path / 'README.md'
     readme.write_text(f'# x\n{report.BEGIN}old{report.END}\n## next\n')
     zoo_report.write_readme_section(readme, text, report.BEGIN, report.END)

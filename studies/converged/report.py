@@ -77,16 +77,17 @@ def transfer_map(runs: dict, controls: dict, index: dict | None) -> list[dict]:
     points = []
     for block, methods in runs.items():
         by_pair = {}
-        stronger = {}
+        gap = {}
         for (s, t, seed), r in methods.get('kldp', {}).items():
             if (s, seed) in controls:
                 by_pair.setdefault((s, t), []).append((r['transfer_delta'] - controls[(s, seed)]['transfer_delta'],
                                                        controls[(s, seed)]['transfer_delta']))
-                stronger[(s, t)] = r['teachers'][0]['top1'] > r['top1_before']
+                gap[(s, t)] = r['teachers'][0]['top1'] - r['top1_before']
         for (s, t), values in sorted(by_pair.items()):
             points.append({'block': block, 'student': s, 'teacher': t, 'seeds': len(values),
                            'kldp_minus_ce': mean([v for v, _ in values]), 'student_ce_delta': mean([c for _, c in values]),
-                           'teacher_train_top1': fit.get(t), 'teacher_stronger': stronger[(s, t)]})
+                           'teacher_train_top1': fit.get(t), 'teacher_minus_student_top1': gap[(s, t)],
+                           'teacher_stronger': gap[(s, t)] > 0})
     return points
 
 
@@ -171,23 +172,29 @@ def markdown(summary: dict) -> str:
 
 
 def plot_map(points: list[dict], path: Path) -> Path | None:
+    """Two panels of the same points (KL+DP − CE control per pair): against the student's distance from its plateau
+    (its own CE-control Δ) and against the teacher's strength (its test top-1 minus the student's, before
+    transfer)."""
     if not points:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for block, marker in zip(BLOCKS, 'o^s'):
-        pts = [p for p in points if p['block'] == block]
-        if pts:
-            ax.scatter([p['student_ce_delta'] for p in pts], [p['kldp_minus_ce'] for p in pts], marker=marker,
-                       label=BLOCKS[block], alpha=0.8)
-    ax.axhline(0, color='grey', lw=0.8)
-    ax.axvline(PLATEAU, color='grey', lw=0.8, ls=':')  # left of it: students at their plateau (rule (b))
-    ax.set_xlabel("student's CE-control Δ (points): how far from its plateau")
-    ax.set_ylabel('KL+DP − CE control (points)')
-    ax.legend(fontsize=8)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label, line in (
+            (axes[0], 'student_ce_delta', "student's CE-control Δ (points): how far from its plateau", PLATEAU),
+            (axes[1], 'teacher_minus_student_top1', "teacher's top-1 minus the student's (points)", 0.0)):
+        for block, marker in zip(BLOCKS, 'o^s'):
+            pts = [p for p in points if p['block'] == block]
+            if pts:
+                ax.scatter([p[key] for p in pts], [p['kldp_minus_ce'] for p in pts], marker=marker,
+                           label=BLOCKS[block], alpha=0.8)
+        ax.axhline(0, color='grey', lw=0.8)
+        ax.axvline(line, color='grey', lw=0.8, ls=':')  # left panel: left of it the students at their plateau
+        ax.set_xlabel(label)
+    axes[0].set_ylabel('KL+DP − CE control (points)')
+    axes[0].legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches='tight')
     return path
@@ -203,10 +210,18 @@ def report_main(args, records: list[dict], index: dict | None) -> None:
         plot_map(summary['map'], MAP_PLOT)
         (HERE / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))
         from studies.zoo.report import write_readme_section
-        write_readme_section(HERE.parents[1] / 'README.md', readme_section(summary, index), BEGIN, END)
+        write_readme_section(HERE.parents[1] / 'README.md', readme_section(summary, index, plan_progress()),
+                             BEGIN, END)
 
 
-def readme_section(summary: dict, index: dict | None) -> str:
+def plan_progress() -> tuple[int, int]:
+    """(runs recorded, runs planned) over every part of the plan (studies/converged/study.py PARTS)."""
+    from .study import PARTS
+    runs = [r for part in PARTS.values() for r in part()]
+    return sum(r.record_path.is_file() for r in runs), len(runs)
+
+
+def readme_section(summary: dict, index: dict | None, progress: tuple[int, int] | None = None) -> str:
     """The README's "Where does transfer beat more training?": the converged zoo's state, the study's table, the
     map and the hypotheses, as far as the records go."""
     from studies.converged.build import ENTRIES
@@ -215,7 +230,9 @@ def readme_section(summary: dict, index: dict | None) -> str:
             if n in models and models[n]['convergence']['converged']]
     waiting = [e.name for e in ENTRIES if e.name not in models or not models[e.name]['convergence']['converged']]
     own = sorted((HERE / 'runs').glob('*.json'))
-    lines = ['### Where does transfer beat more training? The converged zoo (in progress)', '',
+    complete = not waiting and progress is not None and progress[0] == progress[1]
+    lines = ['### Where does transfer beat more training? The converged zoo' + ('' if complete else ' (in progress)'),
+             '',
              'The first zoo is small (0.10-0.43 M parameters) and short of fit: one more budget of plain cross-entropy '
              'still gains +0.14 on its students, and that is what KL+DP loses to. The second zoo '
              '([`zoo/converged/`](zoo/converged/README.md); plan, rule and hypotheses written before training: '
@@ -224,14 +241,17 @@ def readme_section(summary: dict, index: dict | None) -> str:
              'KL+DP, KL-Dist and the CE control within it and across the two zoos.', '',
              f"Zoo: {len(done)} of {len(ENTRIES)} models converged" + (f": {', '.join(done)}" if done else '')
              + (f"; still training or in their checks: {', '.join(waiting)}." if waiting else '.'),
-             f"Study: {len(own)} runs recorded (`python -m studies.converged.study status`)."]
+             f"Study: {len(own)} runs recorded" + (f", {progress[0]} of the plan's {progress[1]}" if progress else '')
+             + ' (`python -m studies.converged.study status`).']
     if any(summary['blocks'].values()):
-        lines += ['', markdown(summary), '', f'Interim numbers: {len(done)} of {len(ENTRIES)} models and part of the '
-                  f'runs; a hypothesis is decided only over at least {MIN_STUDENTS} students (an interval that '
-                  f'resamples fewer says little).']
+        lines += ['', markdown(summary), '']
+        lines += [f'A hypothesis is decided only over at least {MIN_STUDENTS} students (an interval that resamples '
+                  f'fewer says little).' if complete else
+                  f'Interim numbers: {len(done)} of {len(ENTRIES)} models and part of the runs; a hypothesis is '
+                  f'decided only over at least {MIN_STUDENTS} students (an interval that resamples fewer says little).']
         if MAP_PLOT.is_file():
-            lines += ['', f'![KL+DP minus the CE control against the student\'s distance from its plateau]'
-                          f'({MAP_PLOT.relative_to(HERE.parents[1])})']
+            alt = "KL+DP minus the CE control against the student's distance from its plateau and the teacher's strength"
+            lines += ['', f'![{alt}]({MAP_PLOT.relative_to(HERE.parents[1])})']
     else:
         lines += ['', 'No verdict yet: the hypotheses wait for the study\'s runs.']
     return '\n'.join(lines)
