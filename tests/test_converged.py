@@ -165,3 +165,27 @@ def test_the_within_part_gives_every_student_a_teacher_before_any_student_a_seco
     assert sorted(pairs) == sorted((s, t) for s in names for t in names if s != t)
     assert pairs[:4] == [('a', 'b'), ('b', 'c'), ('c', 'd'), ('d', 'a')]
     assert all(len({s for s, _ in pairs[k * 4:(k + 1) * 4]}) == 4 for k in range(3))
+
+
+def test_the_package_predictor_is_refitted_on_both_zoos_only_when_that_ranks_the_new_pairs_better(tmp_path):
+    """First zoo: the gain follows ρpos; converged zoo: it follows the teacher's lead in top-1. The first zoo's fit
+    cannot rank the new pairs; a fit that saw the other converged students can, so the package takes it."""
+    import numpy as np
+    from timm_gkt.evaluation import Predictor
+    scans = importlib.import_module('studies.converged.scans')
+    rng = np.random.default_rng(0)
+
+    def row(zoo, student, follows):
+        f = {'rho_pos': rng.uniform(1, 6), 'rho_neg': rng.uniform(1, 6), 'top1_diff': rng.uniform(-4, 4),
+             'flip_entropy': rng.uniform(1.9, 2.1), 'student_top1': rng.uniform(88, 94)}
+        return {'zoo': zoo, 'student': student, 'teacher': 't', **f, 'delta': 0.05 * f[follows]}
+    rows = [row('first', f'a{i}', 'rho_pos') for i in range(5) for _ in range(6)]
+    rows += [row('converged', f'c{i}', 'top1_diff') for i in range(5) for _ in range(5)]
+    decision = scans.new_pairs(rows)
+    assert (decision['pairs'], decision['students']) == (25, 5)
+    assert decision['both_zoos_leave_one_student_out'] > decision['first_zoo_fit'] + 0.3
+    assert decision['refit_the_package'] is True
+    path = scans.apply_refit(rows, 1.0, decision, tmp_path / 'predictor.json')
+    assert Predictor.load(path).fitted_on['pairs'] == 55
+    assert scans.apply_refit(rows, 1.0, {**decision, 'refit_the_package': False}, tmp_path / 'kept.json') is None
+    assert not (tmp_path / 'kept.json').exists()

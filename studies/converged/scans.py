@@ -2,6 +2,7 @@
 
     python -m studies.converged.scans scan         # every student of this study against its teachers, test split
     python -m studies.converged.scans predictor    # refit on both zoos; leave-one-student-out per zoo and pooled
+    python -m studies.converged.scans predictor --apply   # ... and put the both-zoo fit in the package if it wins
 
 The scan holds what ``python -m timm_gkt.scan`` measures (ρpos, ρneg, flip entropy, top-1): the predictor's
 features. The refit compares the package's features with the same plus the student's own CE-control Δ (how far
@@ -85,8 +86,43 @@ def refit(alpha: float = 1.0) -> dict:
         out[label] = {name: {k: v for k, v in leave_one_student_out(group, alpha, features).items()
                              if k not in ('predicted', 'actual')}
                       for name, features in (('scan features', FEATURES), ('+ student CE Δ', (*FEATURES, EXTRA)))}
+    out['new pairs'] = new_pairs(rows, alpha)
     VALIDATION.write_text(json.dumps({'alpha': alpha, 'groups': out, 'rows': rows}, indent=1))
     return out
+
+
+def new_pairs(rows: list[dict], alpha: float = 1.0) -> dict:
+    """The package's question (this module's docstring): on the pairs the first zoo never held (within the converged
+    zoo and across the zoos), does a fit that has seen both zoos, leave-one-student-out, rank them better (Spearman)
+    than the first zoo's fit alone? Both use the scan's features only, the ones ``scan`` has before any run."""
+    from timm_gkt.evaluation import fit
+    from timm_gkt.report import spearman
+    first, new = [r for r in rows if r['zoo'] == 'first'], [r for r in rows if r['zoo'] != 'first']
+    if len({r['student'] for r in new}) < 3:
+        return {}
+    first_fit = fit(first, alpha)
+    pooled = []
+    for s in sorted({r['student'] for r in new}):
+        held_out = fit([r for r in rows if r['student'] != s], alpha)
+        pooled += [(held_out.predict(r)[0], r['delta']) for r in new if r['student'] == s]
+    ordered = [r for s in sorted({r['student'] for r in new}) for r in new if r['student'] == s]
+    first_rho = spearman([first_fit.predict(r)[0] for r in ordered], [r['delta'] for r in ordered])
+    pooled_rho = spearman([p for p, _ in pooled], [a for _, a in pooled])
+    return {'pairs': len(new), 'students': len({r['student'] for r in new}), 'first_zoo_fit': first_rho,
+            'both_zoos_leave_one_student_out': pooled_rho, 'refit_the_package': pooled_rho > first_rho}
+
+
+def apply_refit(rows: list[dict], alpha: float, decision: dict, path: Path | None = None) -> Path | None:
+    """Write the both-zoo fit into the package (``timm_gkt/evaluation/predictor.json``) when ``decision`` says
+    it ranks the new pairs better; otherwise leave the first zoo's fit there."""
+    from timm_gkt.evaluation import COEFFICIENTS, fit
+    if not decision.get('refit_the_package'):
+        return None
+    students = {r['student'] for r in rows}
+    fit(rows, alpha, fitted_on={
+        'pairs': len(rows), 'students': len(students), 'method': 'kldp (supervised)',
+        'description': 'timm_gkt zoo and converged zoo on Fashion-MNIST, 2 passes over 55k images'}).save(path or COEFFICIENTS)
+    return path or COEFFICIENTS
 
 
 def main(argv=None) -> None:
@@ -96,11 +132,19 @@ def main(argv=None) -> None:
     sc.add_argument('--data-dir', default=str(ROOT / 'data'))
     fp = sub.add_parser('predictor')
     fp.add_argument('--alpha', type=float, default=1.0)
+    fp.add_argument('--apply', action='store_true',
+                    help="write the both-zoo fit into the package's predictor.json when it ranks the new pairs better")
     args = p.parse_args(argv)
     if args.command == 'scan':
         scan_students(args.data_dir)
     else:
-        print(json.dumps(refit(args.alpha), indent=1))
+        out = refit(args.alpha)
+        print(json.dumps(out, indent=1))
+        if args.apply:
+            path = apply_refit(predictor_rows(), args.alpha, out['new pairs'])
+            print(f'[converged] the package\'s predictor is now the both-zoo fit: {path}' if path else
+                  '[converged] the first zoo\'s fit stays in the package: the both-zoo fit does not rank the new '
+                  'pairs better')
 
 
 if __name__ == '__main__':
