@@ -189,3 +189,16 @@ def test_the_package_predictor_is_refitted_on_both_zoos_only_when_that_ranks_the
     assert Predictor.load(path).fitted_on['pairs'] == 55
     assert scans.apply_refit(rows, 1.0, {**decision, 'refit_the_package': False}, tmp_path / 'kept.json') is None
     assert not (tmp_path / 'kept.json').exists()
+
+
+def test_the_readme_states_the_refitted_predictor_and_what_the_package_keeps():
+    report = importlib.import_module('studies.converged.report')
+    fit = {'students': 8, 'pairs': 56, 'spearman': 0.26}
+    validation = {'groups': {'first zoo': {'scan features': fit, '+ student CE Δ': {**fit, 'spearman': 0.3}},
+                             'converged zoo': None, 'pooled': None,
+                             'new pairs': {'pairs': 41, 'students': 14, 'first_zoo_fit': 0.02,
+                                           'both_zoos_leave_one_student_out': -0.05, 'refit_the_package': False}}}
+    text = report.predictor_markdown(validation)
+    assert '| first zoo | 8 | 56 | +0.26 | +0.30 |' in text and 'converged zoo |' not in text
+    assert "first zoo's fit ranks at Spearman +0.02" in text and "the package keeps the first zoo's fit" in text
+    assert report.predictor_markdown(None) == ''

@@ -200,6 +200,31 @@ def plot_map(points: list[dict], path: Path) -> Path | None:
     return path
 
 
+def predictor_markdown(validation: dict | None) -> str:
+    """The gain predictor refitted on both zoos (``studies/converged/predictor_validation.json``): its
+    leave-one-student-out Spearman per zoo and pooled, and whether the package takes the both-zoo fit."""
+    if not validation:
+        return ''
+    groups = validation['groups']
+    lines = ['The gain predictor refitted on both zoos (ridge on the scan\'s features; leave-one-student-out Spearman '
+             'between predicted and measured KL+DP Δ; `python -m studies.converged.scans predictor`):', '',
+             '| pairs of | students | pairs | scan features | + student\'s CE-control Δ |', '|---|---:|---:|---:|---:|']
+    for label in ('first zoo', 'converged zoo', 'pooled'):
+        g = groups.get(label)
+        if g:
+            scan, extra = g['scan features'], g['+ student CE Δ']
+            lines.append(f"| {label} | {scan['students']} | {scan['pairs']} | {scan['spearman']:+.2f} | "
+                         f"{extra['spearman']:+.2f} |")
+    new = groups.get('new pairs')
+    if new:
+        lines += ['', f"On the {new['pairs']} pairs the first zoo never held ({new['students']} students), the first "
+                      f"zoo's fit ranks at Spearman {new['first_zoo_fit']:+.2f} and a fit on both zoos, left one "
+                      f"student out, at {new['both_zoos_leave_one_student_out']:+.2f}: "
+                      + ('the package takes the both-zoo fit.' if new['refit_the_package'] else
+                         "the package keeps the first zoo's fit (PLAN.md, Changes).")]
+    return '\n'.join(lines)
+
+
 def report_main(args, records: list[dict], index: dict | None) -> None:
     summary = summarize(records, index)
     if args.json:
@@ -249,6 +274,9 @@ def readme_section(summary: dict, index: dict | None, progress: tuple[int, int] 
                   f'fewer says little).' if complete else
                   f'Interim numbers: {len(done)} of {len(ENTRIES)} models and part of the runs; a hypothesis is '
                   f'decided only over at least {MIN_STUDENTS} students (an interval that resamples fewer says little).']
+        validation = HERE / 'predictor_validation.json'
+        if validation.is_file():
+            lines += ['', predictor_markdown(json.loads(validation.read_text()))]
         if MAP_PLOT.is_file():
             alt = "KL+DP minus the CE control against the student's distance from its plateau and the teacher's strength"
             lines += ['', f'![{alt}]({MAP_PLOT.relative_to(HERE.parents[1])})']
