@@ -230,8 +230,8 @@ def summary_of(part: str, runs: list, records: list, seconds: float) -> str:
         lines.append(f'[study] still missing (failed, skipped or stopped; the lines above say which): {shown}. '
                      f'Run the same command again to go on.')
     else:
-        lines.append('[study] part complete: `python -m studies.zoo.study --report` rebuilds the report in '
-                     'studies/zoo/README.md, its plots and summary.json from the records.')
+        lines.append('[study] part complete: `python -m studies.zoo.study --report` rebuilds the report (its README '
+                     'section, plots and summary.json) from the records.')
     return '\n'.join(lines)
 
 
