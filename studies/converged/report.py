@@ -225,7 +225,7 @@ def predictor_markdown(validation: dict | None) -> str:
     return '\n'.join(lines)
 
 
-def report_main(args, records: list[dict], index: dict | None) -> None:
+def report_main(args, records: list[dict], index: dict | None, progress: tuple[int, int] | None = None) -> None:
     summary = summarize(records, index)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
@@ -235,15 +235,8 @@ def report_main(args, records: list[dict], index: dict | None) -> None:
         plot_map(summary['map'], MAP_PLOT)
         (HERE / 'summary.json').write_text(json.dumps(summary, indent=1, default=str))
         from studies.zoo.report import write_readme_section
-        write_readme_section(HERE.parents[1] / 'README.md', readme_section(summary, index, plan_progress()),
+        write_readme_section(HERE.parents[1] / 'README.md', readme_section(summary, index, progress),
                              BEGIN, END)
-
-
-def plan_progress() -> tuple[int, int]:
-    """(runs recorded, runs planned) over every part of the plan (studies/converged/study.py PARTS)."""
-    from .study import PARTS
-    runs = [r for part in PARTS.values() for r in part()]
-    return sum(r.record_path.is_file() for r in runs), len(runs)
 
 
 def readme_section(summary: dict, index: dict | None, progress: tuple[int, int] | None = None) -> str:

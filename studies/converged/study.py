@@ -101,6 +101,12 @@ def variant_runs() -> list[Run]:
 PARTS = {'within': within_runs, 'across': across_runs, 'kl': kl_runs, 'seeds': seed_runs, 'variant': variant_runs}
 
 
+def plan_progress() -> tuple[int, int]:
+    """(runs recorded, runs planned) over every part of the plan."""
+    runs = [r for part in PARTS.values() for r in part()]
+    return sum(r.record_path.is_file() for r in runs), len(runs)
+
+
 def load_records() -> list[dict]:
     """This study's records, and the zoo study's CE controls of the first zoo's students (seed 0)."""
     own = [json.loads(p.read_text()) for p in sorted(RUNS.glob('*.json'))]
@@ -127,7 +133,8 @@ def main(argv=None) -> None:
         print_status(PARTS)
     else:
         from .report import report_main
-        report_main(args, load_records(), json.loads(INDEX.read_text()) if INDEX.is_file() else None)
+        report_main(args, load_records(), json.loads(INDEX.read_text()) if INDEX.is_file() else None,
+                    plan_progress() if INDEX.is_file() else None)
 
 
 if __name__ == '__main__':
