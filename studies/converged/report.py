@@ -255,7 +255,8 @@ def readme_section(summary: dict, index: dict | None, progress: tuple[int, int] 
              'still gains +0.14 on its students, and that is what KL+DP loses to. The second zoo '
              '([`zoo/converged/`](zoo/converged/README.md); plan, rule and hypotheses written before training: '
              '[`studies/converged/PLAN.md`](studies/converged/PLAN.md)) holds larger models (1.5-4.9 M) trained until '
-             'their training loss stopped falling and one more CE-control budget no longer moves them; the study runs '
+             'their training loss stopped falling and a check round of the CE control moved them by at most 0.10 points '
+             '(p >= 0.3); the study runs '
              'KL+DP, KL-Dist and the CE control within it and across the two zoos.', '',
              f"Zoo: {len(done)} of {len(ENTRIES)} models converged" + (f": {', '.join(done)}" if done else '')
              + (f"; still training or in their checks: {', '.join(waiting)}." if waiting else '.'),
