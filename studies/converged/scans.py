@@ -71,11 +71,11 @@ def predictor_rows() -> list[dict]:
     return rows
 
 
-def refit(alpha: float = 1.0) -> dict:
+def refit(alpha: float = 1.0, rows: list[dict] | None = None) -> dict:
     """Leave-one-student-out Spearman of the scan features and of the scan features + the student's CE Δ, on the
-    first zoo, on the converged zoo's pairs and pooled over every pair."""
+    first zoo, on the converged zoo's pairs and pooled over every pair (``rows``: ``predictor_rows()``)."""
     from timm_gkt.evaluation import FEATURES, leave_one_student_out
-    rows = predictor_rows()
+    rows = predictor_rows() if rows is None else rows
     groups = {'first zoo': [r for r in rows if r['zoo'] == 'first'],
               'converged zoo': [r for r in rows if r['zoo'] == 'converged'], 'pooled': rows}
     out = {}
@@ -95,19 +95,19 @@ def new_pairs(rows: list[dict], alpha: float = 1.0) -> dict:
     """The package's question (this module's docstring): on the pairs the first zoo never held (within the converged
     zoo and across the zoos), does a fit that has seen both zoos, leave-one-student-out, rank them better (Spearman)
     than the first zoo's fit alone? Both use the scan's features only, the ones ``scan`` has before any run."""
-    from timm_gkt.evaluation import fit
+    from timm_gkt.evaluation import fit, leave_one_student_out
     from timm_gkt.report import spearman
-    first, new = [r for r in rows if r['zoo'] == 'first'], [r for r in rows if r['zoo'] != 'first']
+    new = [r for r in rows if r['zoo'] != 'first']
     if len({r['student'] for r in new}) < 3:
         return {}
-    first_fit = fit(first, alpha)
-    pooled = []
-    for s in sorted({r['student'] for r in new}):
-        held_out = fit([r for r in rows if r['student'] != s], alpha)
-        pooled += [(held_out.predict(r)[0], r['delta']) for r in new if r['student'] == s]
-    ordered = [r for s in sorted({r['student'] for r in new}) for r in new if r['student'] == s]
-    first_rho = spearman([first_fit.predict(r)[0] for r in ordered], [r['delta'] for r in ordered])
-    pooled_rho = spearman([p for p, _ in pooled], [a for _, a in pooled])
+    first_fit = fit([r for r in rows if r['zoo'] == 'first'], alpha)
+    first_rho = spearman([first_fit.predict(r)[0] for r in new], [r['delta'] for r in new])
+    # leave_one_student_out predicts student by student, in sorted order, each student's rows as given
+    pooled = leave_one_student_out(rows, alpha)
+    in_order = [r for s in sorted({r['student'] for r in rows}) for r in rows if r['student'] == s]
+    assert pooled['actual'] == [r['delta'] for r in in_order], 'leave_one_student_out changed its order'
+    kept = [(p, r['delta']) for p, r in zip(pooled['predicted'], in_order) if r['zoo'] != 'first']
+    pooled_rho = spearman([p for p, _ in kept], [a for _, a in kept])
     return {'pairs': len(new), 'students': len({r['student'] for r in new}), 'first_zoo_fit': first_rho,
             'both_zoos_leave_one_student_out': pooled_rho, 'refit_the_package': pooled_rho > first_rho}
 
@@ -118,11 +118,11 @@ def apply_refit(rows: list[dict], alpha: float, decision: dict, path: Path | Non
     from timm_gkt.evaluation import COEFFICIENTS, fit
     if not decision.get('refit_the_package'):
         return None
-    students = {r['student'] for r in rows}
+    path = path or COEFFICIENTS
     fit(rows, alpha, fitted_on={
-        'pairs': len(rows), 'students': len(students), 'method': 'kldp (supervised)',
-        'description': 'timm_gkt zoo and converged zoo on Fashion-MNIST, 2 passes over 55k images'}).save(path or COEFFICIENTS)
-    return path or COEFFICIENTS
+        'pairs': len(rows), 'students': len({r['student'] for r in rows}), 'method': 'kldp (supervised)',
+        'description': 'timm_gkt zoo and converged zoo on Fashion-MNIST, 2 passes over 55k images'}).save(path)
+    return path
 
 
 def main(argv=None) -> None:
@@ -138,10 +138,11 @@ def main(argv=None) -> None:
     if args.command == 'scan':
         scan_students(args.data_dir)
     else:
-        out = refit(args.alpha)
+        rows = predictor_rows()
+        out = refit(args.alpha, rows)
         print(json.dumps(out, indent=1))
         if args.apply:
-            path = apply_refit(predictor_rows(), args.alpha, out['new pairs'])
+            path = apply_refit(rows, args.alpha, out['new pairs'])
             print(f'[converged] the package\'s predictor is now the both-zoo fit: {path}' if path else
                   '[converged] the first zoo\'s fit stays in the package: the both-zoo fit does not rank the new '
                   'pairs better')
