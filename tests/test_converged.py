@@ -57,6 +57,7 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
                rec('pair', 'big1', ['big2'], 'kl', -0.50, p=0.001), rec('pair', 'big2', ['big1'], 'kl', -0.60, p=0.001),
                rec('control', 'small', [], 'ce', 0.20), rec('control', 'small', [], 'ce', 0.40, seed=1),
                rec('cross', 'small', ['big1'], 'kldp', 0.50), rec('cross', 'small', ['big1'], 'kldp', 0.30, seed=1),
+               rec('cross', 'small', ['big1'], 'kl', 0.10),  # KL-Dist at seed 0 only
                rec('cross', 'big1', ['small'], 'kldp', 0.00)]
     summary = report.summarize(records, index)
     within, to_first = summary['blocks']['within']['kldp'], summary['blocks']['to_first']['kldp']
@@ -64,6 +65,10 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     assert within['significant_gain_pairs'] == 1
     assert to_first['n'] == 2 and to_first['minus_ce']['mean'] == pytest.approx(((0.5 - 0.2) + (0.3 - 0.4)) / 2)
     assert summary['blocks']['to_converged']['kldp']['minus_ce']['mean'] == pytest.approx(-0.02)
+    # KL+DP − KL-Dist is paired on (student, teacher, seed): seed 1 of KL+DP has no KL-Dist beside it
+    assert within['minus_kl']['mean'] == pytest.approx(((0.12 + 0.50) + (0.10 + 0.60)) / 2)
+    assert to_first['minus_kl']['n'] == 1 and to_first['minus_kl']['mean'] == pytest.approx(0.50 - 0.10)
+    assert 'minus_kl' not in summary['blocks']['to_converged']['kldp']
     assert summary['controls']['converged']['mean'] == pytest.approx(0.0)
     small = next(p for p in summary['map'] if p['student'] == 'small')
     assert small['seeds'] == 2 and small['kldp_minus_ce'] == pytest.approx(0.1)
@@ -79,6 +84,7 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     text = report.markdown(summary)
     assert 'within the converged zoo | kldp | 2 | 2 |' in text
     assert 'converged_ce_near_zero: undecided' in text
+    assert 'KL+DP − KL-Dist, within the converged zoo (the same pairs and seeds): +0.66 [' in text
 
 
 def test_the_map_in_numbers_splits_at_the_plateau_and_the_teachers_strength():
@@ -202,3 +208,24 @@ def test_the_readme_states_the_refitted_predictor_and_what_the_package_keeps():
     assert '| first zoo | 8 | 56 | +0.26 | +0.30 |' in text and 'converged zoo |' not in text
     assert "first zoo's fit ranks at Spearman +0.02" in text and "the package keeps the first zoo's fit" in text
     assert report.predictor_markdown(None) == ''
+
+
+def test_hypothesis_three_compares_kldp_with_kl_dist_on_the_same_pairs():
+    """Five first-zoo students, each above its control from a converged teacher: hypothesis 3 holds until KL-Dist,
+    on the same pairs and seed, does better; a KL+DP seed without a KL-Dist beside it does not enter the comparison."""
+    report = importlib.import_module('studies.converged.report')
+    index = {'models': [{'name': 'big', 'convergence': {'converged': True}}]}
+
+    def rec(kind, student, method, delta, seed=0):
+        return {'kind': kind, 'student': student, 'teachers': ['big'] if kind == 'cross' else [], 'method': method,
+                'flags': ['--seed', str(seed)],
+                'results': {'transfer_delta': delta, 'p_value': 0.5, 'top1_before': 90.0,
+                            'teachers': [{'top1': 91.0, 'pos_flips_delta': -0.1, 'neg_flips_delta': 0.0}]}}
+    students = [f'small{i}' for i in range(5)]
+    records = [r for s in students for r in (rec('control', s, 'ce', 0.10), rec('control', s, 'ce', 0.10, seed=1),
+                                             rec('cross', s, 'kldp', 0.30), rec('cross', s, 'kldp', 0.90, seed=1))]
+    assert report.summarize(records, index)['hypotheses']['kldp_beats_ce_from_converged_teachers'] is True
+    with_kl = records + [rec('cross', s, 'kl', 0.40) for s in students]  # above KL+DP's seed 0, below its mean
+    summary = report.summarize(with_kl, index)
+    assert summary['blocks']['to_first']['kldp']['minus_kl']['mean'] == pytest.approx(-0.10)
+    assert summary['hypotheses']['kldp_beats_ce_from_converged_teachers'] is False

@@ -59,6 +59,8 @@ def summarize(records: list[dict], index: dict | None) -> dict:
         out['blocks'][block] = {method: {**method_summary([r[k] for k in sorted(r)], [k[0] for k in sorted(r)]),
                                          'minus_ce': minus_control(r, controls, lambda k: (k[0], k[2]))}
                                 for method, r in methods.items()}
+        if 'kldp' in methods and 'kl' in methods:  # paired on the same (student, teacher, seed): KL-Dist has seed 0
+            out['blocks'][block]['kldp']['minus_kl'] = minus_control(methods['kldp'], methods['kl'], lambda k: k)
     for zoo, members in (('converged', converged), ('first', {s for s, _ in controls} - converged)):
         deltas = {k: r['transfer_delta'] for k, r in controls.items() if k[0] in members}
         if deltas:
@@ -130,17 +132,20 @@ def hypotheses(summary: dict) -> dict:
     def block(name, method):
         return summary['blocks'].get(name, {}).get(method)
     conv_ce = summary['controls'].get('converged')
-    within, kl_within, to_first = block('within', 'kldp'), block('within', 'kl'), block('to_first', 'kldp')
-    kl_first = block('to_first', 'kl')
+    within, to_first = block('within', 'kldp'), block('to_first', 'kldp')
+
+    def above_kl(kldp):  # KL+DP − KL-Dist on the same pairs and seeds (None: KL-Dist not run there yet)
+        return None if not kldp.get('minus_kl') else kldp['minus_kl']['mean']
+
     h1 = None if conv_ce is None or conv_ce['n'] < MIN_STUDENTS else abs(conv_ce['mean']) <= 0.05
     h2 = None  # undecided until the interval is over enough students to mean something
     if within and within['minus_ce'] and within['minus_ce']['students'] >= MIN_STUDENTS:
         h2 = (within['minus_ce']['ci'][0] > 0 and within['success_rate'] >= 90
               and within['significant_loss_pairs'] == 0
-              and (kl_within is None or kl_within['mean_delta'] < within['mean_delta']))
+              and (above_kl(within) is None or above_kl(within) > 0))
     h3 = None
     if to_first and to_first['minus_ce'] and to_first['minus_ce']['students'] >= MIN_STUDENTS:
-        h3 = to_first['minus_ce']['ci'][0] > 0 and (kl_first is None or to_first['mean_delta'] >= kl_first['mean_delta'])
+        h3 = to_first['minus_ce']['ci'][0] > 0 and (above_kl(to_first) is None or above_kl(to_first) >= 0)
     return {'converged_ce_near_zero': h1, 'kldp_beats_ce_within_converged': h2,
             'kldp_beats_ce_from_converged_teachers': h3}
 
@@ -161,6 +166,12 @@ def markdown(summary: dict) -> str:
                          f"[{s['success_ci'][0]:.0f}, {s['success_ci'][1]:.0f}] [{clustered[0]:.0f}, {clustered[1]:.0f}]"
                          f" | {s['mean_delta']:+.2f} {_ci(s['mean_delta_ci'])} | {s['significant_gain_pairs']} / "
                          f"{s['significant_loss_pairs']} | {minus_text} |")
+    for block, methods in summary['blocks'].items():
+        minus_kl = methods.get('kldp', {}).get('minus_kl')
+        if minus_kl:
+            lines.append(f"\nKL+DP − KL-Dist, {BLOCKS[block]} (the same pairs and seeds): {minus_kl['mean']:+.2f} "
+                         f"{_ci(minus_kl['ci'])} over {minus_kl['n']} pairs, {minus_kl['students']} students, "
+                         f"{minus_kl['positive']} above.")
     for zoo, c in summary['controls'].items():
         lines.append(f"\nCE control, {zoo} zoo: mean Δ {c['mean']:+.2f} {_ci(c['ci'])} over {c['n']} runs.")
     if summary.get('regions'):
