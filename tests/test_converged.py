@@ -87,6 +87,25 @@ def test_the_side_by_side_report_on_records_of_two_zoos():
     assert 'KL+DP − KL-Dist, within the converged zoo (the same pairs and seeds): +0.66 [' in text
 
 
+def test_the_variant_is_set_against_kldp_on_the_same_pairs_and_seeds():
+    report = importlib.import_module('studies.converged.report')
+    index = {'models': [{'name': n, 'convergence': {'converged': True}} for n in ('big1', 'big2')]}
+
+    def rec(student, teacher, method, delta, seed=0):
+        return {'kind': 'pair', 'student': student, 'teachers': [teacher], 'method': method,
+                'flags': ['--seed', str(seed)], 'results': {'transfer_delta': delta, 'p_value': 0.5,
+                                                            'top1_before': 90.0, 'teachers': []}}
+    records = [rec('big1', 'big2', 'kldp', 0.10), rec('big2', 'big1', 'kldp', 0.20),
+               rec('big1', 'big2', 'var', 0.16), rec('big2', 'big1', 'var', 0.10),
+               rec('big1', 'big2', 'var', 0.90, seed=1)]  # no KL+DP at seed 1: left out, not paired with seed 0
+    within = report.summarize(records, index)['blocks']['within']
+    m = within['var']['minus_kldp']
+    assert m['n'] == 2 and m['positive'] == 1 and m['mean'] == pytest.approx(((0.16 - 0.10) + (0.10 - 0.20)) / 2)
+    assert 'minus_kldp' not in within['kldp']
+    assert 'var − KL+DP, within the converged zoo (the same pairs and seeds): -0.02 [' in report.markdown(
+        report.summarize(records, index))
+
+
 def test_the_map_in_numbers_splits_at_the_plateau_and_the_teachers_strength():
     """Four cells (PLAN.md, Changes): a student at its plateau when its own CE control moved it by <= 0.10; the
     mean is over pairs, the interval resamples students, and a cell of fewer than 5 students gets no verdict."""

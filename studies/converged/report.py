@@ -61,6 +61,8 @@ def summarize(records: list[dict], index: dict | None) -> dict:
                                 for method, r in methods.items()}
         if 'kldp' in methods and 'kl' in methods:  # paired on the same (student, teacher, seed): KL-Dist has seed 0
             out['blocks'][block]['kldp']['minus_kl'] = minus_control(methods['kldp'], methods['kl'], lambda k: k)
+        for method in set(methods) - {'kl', 'kldp'} if 'kldp' in methods else ():  # the chosen variant, paired
+            out['blocks'][block][method]['minus_kldp'] = minus_control(methods[method], methods['kldp'], lambda k: k)
     for zoo, members in (('converged', converged), ('first', {s for s, _ in controls} - converged)):
         deltas = {k: r['transfer_delta'] for k, r in controls.items() if k[0] in members}
         if deltas:
@@ -172,6 +174,12 @@ def markdown(summary: dict) -> str:
             lines.append(f"\nKL+DP − KL-Dist, {BLOCKS[block]} (the same pairs and seeds): {minus_kl['mean']:+.2f} "
                          f"{_ci(minus_kl['ci'])} over {minus_kl['n']} pairs, {minus_kl['students']} students, "
                          f"{minus_kl['positive']} above.")
+    for block, methods in summary['blocks'].items():
+        for method, s in sorted(methods.items()):
+            if s.get('minus_kldp'):
+                m = s['minus_kldp']
+                lines.append(f"\n{method} − KL+DP, {BLOCKS[block]} (the same pairs and seeds): {m['mean']:+.2f} "
+                             f"{_ci(m['ci'])} over {m['n']} pairs, {m['students']} students, {m['positive']} above.")
     for zoo, c in summary['controls'].items():
         lines.append(f"\nCE control, {zoo} zoo: mean Δ {c['mean']:+.2f} {_ci(c['ci'])} over {c['n']} runs.")
     if summary.get('regions'):
