@@ -59,10 +59,12 @@ def summarize(records: list[dict], index: dict | None) -> dict:
         out['blocks'][block] = {method: {**method_summary([r[k] for k in sorted(r)], [k[0] for k in sorted(r)]),
                                          'minus_ce': minus_control(r, controls, lambda k: (k[0], k[2]))}
                                 for method, r in methods.items()}
-        if 'kldp' in methods and 'kl' in methods:  # paired on the same (student, teacher, seed): KL-Dist has seed 0
-            out['blocks'][block]['kldp']['minus_kl'] = minus_control(methods['kldp'], methods['kl'], lambda k: k)
-        for method in set(methods) - {'kl', 'kldp'} if 'kldp' in methods else ():  # the chosen variant, paired
-            out['blocks'][block][method]['minus_kldp'] = minus_control(methods[method], methods['kldp'], lambda k: k)
+        kldp = methods.get('kldp')  # paired on the same (student, teacher, seed): KL-Dist and the variant have seed 0
+        for method, r in methods.items() if kldp else ():
+            if method == 'kl':
+                out['blocks'][block]['kldp']['minus_kl'] = minus_control(kldp, r, lambda k: k)
+            elif method != 'kldp':  # the objectives study's chosen variant
+                out['blocks'][block][method]['minus_kldp'] = minus_control(r, kldp, lambda k: k)
     for zoo, members in (('converged', converged), ('first', {s for s, _ in controls} - converged)):
         deltas = {k: r['transfer_delta'] for k, r in controls.items() if k[0] in members}
         if deltas:
@@ -168,18 +170,13 @@ def markdown(summary: dict) -> str:
                          f"[{s['success_ci'][0]:.0f}, {s['success_ci'][1]:.0f}] [{clustered[0]:.0f}, {clustered[1]:.0f}]"
                          f" | {s['mean_delta']:+.2f} {_ci(s['mean_delta_ci'])} | {s['significant_gain_pairs']} / "
                          f"{s['significant_loss_pairs']} | {minus_text} |")
-    for block, methods in summary['blocks'].items():
-        minus_kl = methods.get('kldp', {}).get('minus_kl')
-        if minus_kl:
-            lines.append(f"\nKL+DP − KL-Dist, {BLOCKS[block]} (the same pairs and seeds): {minus_kl['mean']:+.2f} "
-                         f"{_ci(minus_kl['ci'])} over {minus_kl['n']} pairs, {minus_kl['students']} students, "
-                         f"{minus_kl['positive']} above.")
-    for block, methods in summary['blocks'].items():
-        for method, s in sorted(methods.items()):
-            if s.get('minus_kldp'):
-                m = s['minus_kldp']
-                lines.append(f"\n{method} − KL+DP, {BLOCKS[block]} (the same pairs and seeds): {m['mean']:+.2f} "
-                             f"{_ci(m['ci'])} over {m['n']} pairs, {m['students']} students, {m['positive']} above.")
+    for key, reference in (('minus_kl', 'KL-Dist'), ('minus_kldp', 'KL+DP')):
+        for block, methods in summary['blocks'].items():
+            for method, s in sorted(methods.items()):
+                if m := s.get(key):
+                    lines.append(f"\n{'KL+DP' if method == 'kldp' else method} − {reference}, {BLOCKS[block]} (the same "
+                                 f"pairs and seeds): {m['mean']:+.2f} {_ci(m['ci'])} over {m['n']} pairs, "
+                                 f"{m['students']} students, {m['positive']} above.")
     for zoo, c in summary['controls'].items():
         lines.append(f"\nCE control, {zoo} zoo: mean Δ {c['mean']:+.2f} {_ci(c['ci'])} over {c['n']} runs.")
     if summary.get('regions'):
